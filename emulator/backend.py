@@ -598,10 +598,7 @@ class Backend:
         )
         summaries = []
         for view in page:
-            summary = search.summary(view)
-            summary["storageTier"] = view.storage_tier
-            summary["lastAccessedAt"] = view.last_accessed_at
-            summaries.append(summary)
+            summaries.append(search.summary(view))
         sort = (criteria or {}).get("sort")
         result: dict[str, Any] = {"imageSetsMetadataSummaries": summaries, "nextToken": token}
         if sort:
@@ -660,7 +657,7 @@ class Backend:
         self, db: sqlite3.Connection, ctx: RequestContext, datastore_id: str, image_set_id: str
     ) -> sqlite3.Row:
         self._active_datastore(ctx, datastore_id)
-        row = db.execute(
+        row: sqlite3.Row | None = db.execute(
             "SELECT * FROM image_sets WHERE id = ? AND datastore_id = ?", (image_set_id, datastore_id)
         ).fetchone()
         if row is None:

@@ -192,8 +192,10 @@ class Protocol:
             return None
         try:
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except json.JSONDecodeError as error:
             raise ValidationException(f"The request body is not valid JSON: {error.msg}") from None
+        except UnicodeDecodeError:
+            raise ValidationException("The request body is not valid UTF-8 JSON") from None
 
     def _from_query(self, shape: Shape, values: list[str], path: str) -> Any:
         if shape.type_name == "list":
