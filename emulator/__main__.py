@@ -21,22 +21,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4567, help="0 picks a free port")
-    parser.add_argument("--data-dir", type=Path, default=Path(".emulator"), help="state survives restarts here")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".emulator"), help="state survives restarts here"
+    )
     parser.add_argument("--region", default="us-east-1", help="Region used when a request carries none")
     parser.add_argument("--account-id", default="123456789012")
-    parser.add_argument("--s3-endpoint-url", help="S3 to read inputs from (default: AWS_ENDPOINT_URL_S3 or AWS)")
+    parser.add_argument(
+        "--s3-endpoint-url", help="S3 to read inputs from (default: AWS_ENDPOINT_URL_S3 or AWS)"
+    )
     parser.add_argument("--events", action="store_true", help="publish service events to EventBridge")
-    parser.add_argument("--events-endpoint-url", help="EventBridge endpoint (default: AWS_ENDPOINT_URL_EVENTS)")
+    parser.add_argument(
+        "--events-endpoint-url", help="EventBridge endpoint (default: AWS_ENDPOINT_URL_EVENTS)"
+    )
     parser.add_argument("--event-bus-name", default="default")
     parser.add_argument("--throttling", action="store_true", help="enforce the documented TPS limits")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="> 1 makes throttle buckets refill faster")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="> 1 makes throttle buckets refill faster"
+    )
     parser.add_argument(
         "--faults",
         default="",
         help='inject errors, e.g. "StartDICOMImportJob:ThrottlingException=0.2,*:InternalServerException=0.01"',
     )
     parser.add_argument("--fault-seed", type=int)
-    parser.add_argument("--transition-delay", type=float, default=0.05, help="seconds an async state change takes")
+    parser.add_argument(
+        "--transition-delay", type=float, default=0.05, help="seconds an async state change takes"
+    )
     parser.add_argument("--import-workers", type=int, default=1)
     parser.add_argument("--max-files-per-job", type=int, default=Quotas.files_per_import_job)
     parser.add_argument("--log-level", default="INFO")

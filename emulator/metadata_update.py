@@ -177,7 +177,7 @@ def apply_dicom_updates(
     for role, blob in ((REMOVABLE, removable), (UPDATABLE, updatable)):
         if blob is not None and len(blob) > max_payload_bytes:
             raise ServiceQuotaExceededException(
-                f"{role} is {len(blob)} bytes; UpdateImageSetMetadata accepts at most "
+                f"{role} is {len(blob)} bytes, above the UpdateImageSetMetadata quota of "
                 f"{max_payload_bytes} bytes per payload"
             )
     removals = _parse_payload(removable, REMOVABLE) if removable is not None else None
@@ -283,7 +283,7 @@ class _Payload:
     series: dict[str, _SeriesPart] = field(default_factory=dict)
 
 
-class _DuplicateKey(Exception):
+class _DuplicateKeyError(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
@@ -293,7 +293,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(key)
+            raise _DuplicateKeyError(key)
         result[key] = value
     return result
 
@@ -309,7 +309,7 @@ def _load_json(blob: bytes, role: str) -> Any:
         raise ValidationException(f"{role} is not UTF-8 text (byte {error.start})") from None
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except _DuplicateKey as error:
+    except _DuplicateKeyError as error:
         raise ValidationException(f"{role} repeats the key {_safe(error.key)}") from None
     except json.JSONDecodeError as error:
         raise ValidationException(
@@ -329,7 +329,7 @@ def _parse_payload(blob: bytes, role: str, *, allow_removal_markers: bool = Fals
         raise ValidationException(f"{role} must contain SchemaVersion 1.1")
     version = data["SchemaVersion"]
     if isinstance(version, bool) or version not in (1.1, SCHEMA_VERSION):
-        raise ValidationException(f"{role} has an unsupported SchemaVersion; only 1.1 is supported")
+        raise ValidationException(f"{role} has an unsupported SchemaVersion, only 1.1 is supported")
     payload = _Payload(role)
     if "Patient" in data:
         patient = _object(data["Patient"], role, "Patient")
@@ -420,11 +420,11 @@ def _normalize_key(key: str, role: str) -> str:
 
 def _check_json_value(value: Any, role: str, where: str, key: str) -> None:
     """Values are null, strings, numbers, or arrays of those or of objects (sequence items)."""
-    scalar = value is None or isinstance(value, str | int | float) and not isinstance(value, bool)
+    scalar = value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
     if scalar:
         return
     if isinstance(value, list) and all(
-        item is None or isinstance(item, str | int | float | dict) and not isinstance(item, bool)
+        item is None or (isinstance(item, str | int | float | dict) and not isinstance(item, bool))
         for item in value
     ):
         return
@@ -497,14 +497,14 @@ class _Place:
     """Where in the document an attribute sits: a level, with the series and SOP instance UIDs."""
 
     level: Level
-    series: str | None = None
-    instance: str | None = None
+    series: str = ""
+    instance: str = ""
 
     def __str__(self) -> str:
         if self.level is Level.INSTANCE:
-            return f"SOP instance {_safe(self.instance or '')} of Series {_safe(self.series or '')}"
+            return f"SOP instance {_safe(self.instance)} of Series {_safe(self.series)}"
         if self.level is Level.SERIES:
-            return f"Series {_safe(self.series or '')}"
+            return f"Series {_safe(self.series)}"
         return f"the {self.level.value} level"
 
 
@@ -582,7 +582,8 @@ class _Editor:
         instance = self.existing_series(series_uid).get("Instances", {}).get(sop_uid)
         if instance is None:
             raise MetadataConstraintError(
-                f"{self.role}: SOP instance {_safe(sop_uid)} is not in Series {_safe(series_uid)} of the image set"
+                f"{self.role}: SOP instance {_safe(sop_uid)} is not in Series {_safe(series_uid)} "
+                "of the image set"
             )
         return instance  # type: ignore[no-any-return]
 
@@ -619,7 +620,7 @@ class _Removal(_Editor):
                     )
                 del stored[key]
                 if place.level is Level.INSTANCE:
-                    vrs = self.existing_instance(place.series or "", place.instance or "").get("DICOMVRs")
+                    vrs = self.existing_instance(place.series, place.instance).get("DICOMVRs")
                     if isinstance(vrs, dict):
                         vrs.pop(key, None)
         for series_uid, series in payload.series.items():
@@ -643,20 +644,20 @@ class _Update(_Editor):
             self.check(place, attributes, instance)
             self.level_dict(place, create=True).update(attributes)
             if instance is not None and instance.vrs:
-                holder = self.existing_instance(place.series or "", place.instance or "")
+                holder = self.existing_instance(place.series, place.instance)
                 holder.setdefault("DICOMVRs", {}).update(instance.vrs)
             for key, value in attributes.items():
                 if _HIERARCHY_UIDS.get(key) is Level.SERIES and value != place.series:
-                    new_series_keys[place.series or ""] = value
+                    new_series_keys[place.series] = value
                 elif _HIERARCHY_UIDS.get(key) is Level.INSTANCE and value != place.instance:
-                    new_instance_keys.setdefault(place.series or "", {})[place.instance or ""] = value
+                    new_instance_keys.setdefault(place.series, {})[place.instance] = value
         self.rekey(new_series_keys, new_instance_keys)
 
     def check(self, place: _Place, attributes: Mapping[str, Any], instance: _InstancePart | None) -> None:
         stored = self.level_dict(place, create=False)
         known_vrs: Mapping[str, Any] = {}
         if instance is not None:
-            known_vrs = self.existing_instance(place.series or "", place.instance or "").get("DICOMVRs") or {}
+            known_vrs = self.existing_instance(place.series, place.instance).get("DICOMVRs") or {}
         for key, value in attributes.items():
             attribute = _Attribute.of(key)
             _check_attribute(attribute, value, place, role=UPDATABLE, force=self.force)
@@ -667,22 +668,31 @@ class _Update(_Editor):
                 raise MetadataConstraintError(
                     f"{UPDATABLE}: {attribute} is new at {place} and needs its VR in DICOMVRs"
                 )
-            if declared is not None and attribute.vr is not None and not self.force:
-                if declared not in attribute.vr.split(" or "):
-                    raise MetadataConstraintError(
-                        f"{UPDATABLE}: DICOMVRs gives {attribute} the VR {declared}, but its VR is {attribute.vr}"
-                    )
+            dictionary_vr = attribute.vr
+            if (
+                declared is not None
+                and dictionary_vr is not None
+                and not self.force
+                and declared not in dictionary_vr.split(" or ")
+            ):
+                raise MetadataConstraintError(
+                    f"{UPDATABLE}: DICOMVRs gives {attribute} the VR {declared}, "
+                    f"but its VR is {dictionary_vr}"
+                )
             if not self.force and attribute.vr is not None:
                 problem = _vr_problem(attribute.vr, value, attribute.key)
                 if problem is not None:
                     raise MetadataConstraintError(
-                        f"{UPDATABLE}: the value of {attribute} at {place} does not fit VR {attribute.vr}: {problem}"
+                        f"{UPDATABLE}: the value of {attribute} at {place} "
+                        f"does not fit VR {attribute.vr}: {problem}"
                     )
 
     def rekey(
         self, new_series_keys: Mapping[str, str], new_instance_keys: Mapping[str, Mapping[str, str]]
     ) -> None:
         """Move re-identified instances and series to their new keys, keeping order and uniqueness."""
+        if not new_series_keys and not new_instance_keys:
+            return
         all_series = self.series_map()
         for series_uid, renames in new_instance_keys.items():
             series = all_series[series_uid]
@@ -738,7 +748,7 @@ class _TextRule:
     pattern: re.Pattern[str] | None = None
     form: str = ""
     forbidden: re.Pattern[str] = _NO_CONTROL
-    extra: Callable[[str], bool] | None = None
+    check: Callable[[str], bool] | None = None
 
 
 def _valid_date(text: str) -> bool:
@@ -765,9 +775,9 @@ _TEXT_RULES: Final[dict[str, _TextRule]] = {
     "AE": _TextRule(16, re.compile(r"[\x20-\x5b\x5d-\x7e]*"), "printable ASCII"),
     "AS": _TextRule(4, re.compile(r"\d{3}[DWMY]"), "nnnD, nnnW, nnnM or nnnY"),
     "CS": _TextRule(16, re.compile(r"[A-Z0-9 _]*"), "upper-case letters, digits, space, underscore"),
-    "DA": _TextRule(8, re.compile(r"\d{8}"), "YYYYMMDD", extra=_valid_date),
+    "DA": _TextRule(8, re.compile(r"\d{8}"), "YYYYMMDD", check=_valid_date),
     "DS": _TextRule(
-        16, re.compile(r" *[+-]?(\d+|\d+\.\d*|\.\d+)([eE][+-]?\d+)? *"), "a decimal number", extra=_valid_ds
+        16, re.compile(r" *[+-]?(\d+|\d+\.\d*|\.\d+)([eE][+-]?\d+)? *"), "a decimal number", check=_valid_ds
     ),
     "DT": _TextRule(
         26,
@@ -776,9 +786,9 @@ _TEXT_RULES: Final[dict[str, _TextRule]] = {
             r"([0-5]\d((60|[0-5]\d)(\.\d{1,6})?)?)?)?)?)?([+-][01]\d[0-5]\d)? ?"
         ),
         "YYYYMMDDHHMMSS.FFFFFF with an optional offset",
-        extra=_valid_datetime,
+        check=_valid_datetime,
     ),
-    "IS": _TextRule(12, re.compile(r" *[+-]?\d+ *"), "a 32-bit integer", extra=_valid_is),
+    "IS": _TextRule(12, re.compile(r" *[+-]?\d+ *"), "a 32-bit integer", check=_valid_is),
     "LO": _TextRule(64),
     "LT": _TextRule(10240, forbidden=_TEXT_CONTROL),
     "SH": _TextRule(16),
@@ -814,17 +824,8 @@ def _vr_problem(vr: str, value: Any, keyword: str) -> str | None:
 def _single_vr_problem(vr: str, value: Any, keyword: str) -> str | None:
     if vr in _BULK_VRS:
         return f"VR {vr} values cannot be given in JSON"
-    if vr in _INTEGER_RANGES:
-        low, high = _INTEGER_RANGES[vr]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            return f"it must be a JSON integer from {low} to {high}"
-        return None
-    if vr in ("FL", "FD"):
-        return (
-            None
-            if isinstance(value, int | float) and not isinstance(value, bool)
-            else "it must be a JSON number"
-        )
+    if vr in _INTEGER_RANGES or vr in ("FL", "FD"):
+        return _number_problem(vr, value)
     if not isinstance(value, str):
         return "it must be a JSON string"
     if vr == "PN":
@@ -832,18 +833,28 @@ def _single_vr_problem(vr: str, value: Any, keyword: str) -> str | None:
     return _text_problem(_TEXT_RULES[vr], value, keyword)
 
 
+def _number_problem(vr: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "it must be a JSON number"
+    if vr in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[vr]
+        if not isinstance(value, int) or not low <= value <= high:
+            return f"it must be a JSON integer from {low} to {high}"
+    return None
+
+
 def _text_problem(rule: _TextRule, value: str, keyword: str) -> str | None:
     if not value:
         return None
+    if rule.pattern is not None and (
+        rule.pattern.fullmatch(value) is None or (rule.check is not None and not rule.check(value.strip()))
+    ):
+        return f"it must be {rule.form}"
+    if rule.pattern is None and rule.forbidden.search(value):
+        return "it contains a backslash or a control character"
     max_length = _SERVICE_MAX_LENGTH.get(keyword, rule.max_length)
     if max_length is not None and len(value) > max_length:
         return f"it is longer than {max_length} characters"
-    if rule.forbidden.search(value) and rule.pattern is None:
-        return "it contains a backslash or a control character"
-    if rule.pattern is not None and (
-        rule.pattern.fullmatch(value) is None or (rule.extra is not None and not rule.extra(value.strip()))
-    ):
-        return f"it must be {rule.form}"
     return None
 
 

@@ -166,6 +166,8 @@ _SERIES_TAGS: Final[tuple[int, ...]] = (
     0x00181200,  # DateOfLastCalibration
     0x00181201,  # TimeOfLastCalibration
     0x00280120,  # PixelPaddingValue
+    0x00200052,  # FrameOfReferenceUID
+    0x00201040,  # PositionReferenceIndicator
 )
 
 NORMALIZED_LEVEL: Final[dict[int, Level]] = {
