@@ -332,8 +332,8 @@ class Backend:
             ).fetchone()
             if running >= self.quotas.concurrent_import_jobs:
                 raise ServiceQuotaExceededException(
-                    f"The quota of {self.quotas.concurrent_import_jobs} concurrent import jobs per data store "
-                    "is reached"
+                    f"The quota of {self.quotas.concurrent_import_jobs} concurrent import jobs "
+                    "per data store is reached"
                 )
             job_id = new_id()
             submitted = now()
@@ -443,7 +443,8 @@ class Backend:
 
     # ------------------------------------------------------------------ image sets: reads
     def image_set_arn(self, ctx: RequestContext, datastore_id: str, image_set_id: str) -> str:
-        return f"arn:aws:medical-imaging:{ctx.region}:{ctx.account}:datastore/{datastore_id}/imageset/{image_set_id}"
+        datastore = f"arn:aws:medical-imaging:{ctx.region}:{ctx.account}:datastore/{datastore_id}"
+        return f"{datastore}/imageset/{image_set_id}"
 
     def _image_set_row(self, ctx: RequestContext, datastore_id: str, image_set_id: str) -> sqlite3.Row:
         self._datastore_row(ctx, datastore_id)
@@ -697,8 +698,8 @@ class Backend:
             (row["id"], version, workflow_status, row["created_at"], stamp, int(forced), blob),
         )
         db.execute(
-            "UPDATE image_sets SET latest_version = ?, state = 'LOCKED', workflow_status = ?, updated_at = ?, "
-            "message = NULL, forced = ?, last_accessed_at = ? WHERE id = ?",
+            "UPDATE image_sets SET latest_version = ?, state = 'LOCKED', workflow_status = ?, "
+            "updated_at = ?, message = NULL, forced = ?, last_accessed_at = ? WHERE id = ?",
             (version, workflow_status, stamp, int(forced), stamp, row["id"]),
         )
         return version
@@ -707,18 +708,12 @@ class Backend:
         datastore_id, image_set_id = params["datastoreId"], params["imageSetId"]
         updates = params["updateImageSetMetadataUpdates"]
         force = bool(params.get("force"))
-        if params.get("includeStudyImageSets"):
-            raise ValidationException(f"includeStudyImageSets {_UNSUPPORTED}")
+        dicom = updates.get("DICOMUpdates") or {}
+        failures: dict[str, str | None] = {}
         with self.store.transaction() as db:
             row = self._lock_for_write(db, ctx, datastore_id, image_set_id)
             self._check_latest(row, params["latestVersionId"])
-            current = decompress_document(
-                db.execute(
-                    "SELECT document FROM versions WHERE image_set_id = ? AND version = ?",
-                    (image_set_id, row["latest_version"]),
-                ).fetchone()["document"]
-            )
-            failure: str | None = None
+            current = self._stored_document(db, image_set_id, row["latest_version"])
             if "revertToVersionId" in updates:
                 target = updates["revertToVersionId"]
                 old = db.execute(
@@ -731,23 +726,29 @@ class Backend:
                     )
                 blob: bytes | dict[str, Any] = bytes(old["document"])
             else:
-                dicom = updates.get("DICOMUpdates") or {}
                 new_document = metadata_update.apply_dicom_updates(
                     current,
                     updatable=dicom.get("updatableAttributes"),
                     removable=dicom.get("removableAttributes"),
                     force=force,
+                    max_payload_bytes=self.quotas.update_payload_bytes,
                 )
-                try:
-                    metadata_update.validate_metadata_size(new_document)
-                except ServiceError as error:
-                    failure = error.message
-                    new_document = current
-                blob = new_document
+                blob, failures[image_set_id] = self._within_size(new_document, current)
+            siblings = []
+            if params.get("includeStudyImageSets") and "revertToVersionId" not in updates:
+                siblings = self._study_siblings(db, datastore_id, image_set_id, current)
             version = self._add_version(db, row, document=blob, workflow_status="UPDATING", forced=force)
+            for sibling in siblings:
+                failures[sibling["id"]] = self._update_sibling(db, sibling, dicom, force)
             result_row = db.execute("SELECT * FROM image_sets WHERE id = ?", (image_set_id,)).fetchone()
-        self.image_set_event(image_set_id)
-        self.scheduler.later(self.config.transition_delay, lambda: self._finish_lock(image_set_id, failure))
+        for updated in failures.keys() | {image_set_id}:
+            self.image_set_event(updated)
+
+        def finish() -> None:
+            for updated in failures.keys() | {image_set_id}:
+                self._finish_lock(updated, failures.get(updated))
+
+        self.scheduler.later(self.config.transition_delay, finish)
         return {
             "datastoreId": datastore_id,
             "imageSetId": image_set_id,
@@ -758,8 +759,74 @@ class Backend:
             "updatedAt": to_datetime(result_row["updated_at"]),
         }
 
+    @staticmethod
+    def _stored_document(db: sqlite3.Connection, image_set_id: str, version: int) -> dict[str, Any]:
+        row = db.execute(
+            "SELECT document FROM versions WHERE image_set_id = ? AND version = ?", (image_set_id, version)
+        ).fetchone()
+        return decompress_document(row["document"])
+
+    def _within_size(
+        self, document: dict[str, Any], fallback: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The new document, or the old one and the failure message when the result exceeds 50 MB."""
+        try:
+            metadata_update.validate_metadata_size(document, max_bytes=self.quotas.metadata_bytes)
+        except ServiceError as error:
+            return fallback, error.message
+        return document, None
+
+    def _study_siblings(
+        self, db: sqlite3.Connection, datastore_id: str, image_set_id: str, document: Mapping[str, Any]
+    ) -> list[sqlite3.Row]:
+        """The other live image sets of the same study (``includeStudyImageSets``); all must be ACTIVE."""
+        study_uid = (document.get("Study", {}).get("DICOM") or {}).get("StudyInstanceUID")
+        if not study_uid:
+            return []
+        siblings = []
+        for other in db.execute(
+            "SELECT * FROM image_sets WHERE datastore_id = ? AND id != ? AND state != 'DELETED'",
+            (datastore_id, image_set_id),
+        ).fetchall():
+            other_document = self._stored_document(db, other["id"], other["latest_version"])
+            if (other_document.get("Study", {}).get("DICOM") or {}).get("StudyInstanceUID") != study_uid:
+                continue
+            if other["state"] == "LOCKED":
+                raise ConflictException(
+                    f"Image set {other['id']} of the same study is LOCKED; retry includeStudyImageSets later"
+                )
+            siblings.append(other)
+        return siblings
+
+    def _update_sibling(
+        self, db: sqlite3.Connection, sibling: sqlite3.Row, dicom: Mapping[str, Any], force: bool
+    ) -> str | None:
+        """Apply the Patient/Study part of an update to a sibling; return its failure message, if any."""
+        current = self._stored_document(db, sibling["id"], sibling["latest_version"])
+        updatable = metadata_update.study_level_payload(dicom.get("updatableAttributes"))
+        removable = metadata_update.study_level_payload(dicom.get("removableAttributes"))
+        failure: str | None = None
+        try:
+            document, failure = self._within_size(
+                metadata_update.apply_dicom_updates(
+                    current,
+                    updatable=updatable,
+                    removable=removable,
+                    force=force,
+                    max_payload_bytes=self.quotas.update_payload_bytes,
+                ),
+                current,
+            )
+        except ServiceError as error:
+            document, failure = current, error.message
+        self._add_version(
+            db, sibling, document=document, workflow_status="UPDATING_FOR_STUDY_CONSISTENCY", forced=force
+        )
+        return failure
+
     _TERMINAL = {
         "UPDATING": ("UPDATED", "UPDATE_FAILED"),
+        "UPDATING_FOR_STUDY_CONSISTENCY": ("UPDATED", "UPDATE_FAILED"),
         "COPYING": ("COPIED", "COPY_FAILED"),
         "DELETING": ("DELETED", "DELETED"),
     }
@@ -839,11 +906,11 @@ class Backend:
                     ).fetchone()["document"]
                 )
                 try:
-                    merged = image_set_copy.merge_into(destination_document, selected, force=force)
-                    metadata_update.validate_metadata_size(merged)
+                    merged, failure = self._within_size(
+                        image_set_copy.merge_into(destination_document, selected, force=force),
+                        destination_document,
+                    )
                 except image_set_copy.CopyFailure as error:
-                    failure, merged = error.message, destination_document
-                except ServiceError as error:
                     failure, merged = error.message, destination_document
                 self._add_version(db, destination, document=merged, workflow_status="COPYING", forced=force)
                 if params.get("promoteToPrimary"):
@@ -901,7 +968,8 @@ class Backend:
         with self.store.transaction() as db:
             row = self._lock_for_write(db, ctx, datastore_id, image_set_id)
             db.execute(
-                "UPDATE image_sets SET state = 'LOCKED', workflow_status = 'DELETING', updated_at = ? WHERE id = ?",
+                "UPDATE image_sets SET state = 'LOCKED', workflow_status = 'DELETING', updated_at = ? "
+                "WHERE id = ?",
                 (now(), row["id"]),
             )
         self.image_set_event(image_set_id)
