@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import os
 import tempfile
 import time
@@ -65,6 +66,7 @@ def sample_paths() -> list[tuple[str, Path]]:
 
 
 def run(output_dir: Path) -> int:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -75,18 +77,26 @@ def run(output_dir: Path) -> int:
     config = EmulatorConfig(data_dir=data_dir, s3_endpoint_url=moto_url, events=True, events_endpoint_url=moto_url)
     try:
         with Emulator(config) as emulator:
-            return scenario(emulator.endpoint_url, moto_url, output_dir)
+            return scenario(emulator, moto_url, output_dir)
     finally:
         moto.stop()
 
 
-def scenario(endpoint: str, moto_url: str, output_dir: Path) -> int:  # noqa: PLR0915 - a linear script
+def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noqa: PLR0915 - a linear script
+    endpoint = emulator.endpoint_url
     say = step("Local stack")
     ahi: Any = boto3.client(
         "medical-imaging", region_name=REGION, endpoint_url=endpoint, config=Config(inject_host_prefix=False)
     )
     s3: Any = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
     say(f"S3 (moto) on {moto_url}, HealthImaging emulator on {endpoint}")
+    sqs: Any = boto3.client("sqs", region_name=REGION, endpoint_url=moto_url)
+    events: Any = boto3.client("events", region_name=REGION, endpoint_url=moto_url)
+    queue_url = sqs.create_queue(QueueName="service-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="healthimaging-events", EventPattern=json.dumps({"source": ["aws.medical-imaging"]}))
+    events.put_targets(Rule="healthimaging-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    say("EventBridge rule: source aws.medical-imaging → SQS queue service-events")
 
     say = step("Upload sample DICOM to s3://demo-input/study/ (nested folders)")
     s3.create_bucket(Bucket="demo-input")
@@ -148,7 +158,7 @@ def scenario(endpoint: str, moto_url: str, output_dir: Path) -> int:  # noqa: PL
         tags = item.get("DICOMTags", {})
         say(
             f"{item['imageSetId']}  v{item['version']}  {tags.get('DICOMSeriesModality') or '?':<3} "
-            f"series instances: {tags.get('DICOMNumberOfStudyRelatedInstances')}"
+            f"instances: {tags.get('DICOMNumberOfStudyRelatedInstances')}"
         )
 
     say = step("Read metadata and fetch every frame; decode and verify")
@@ -188,6 +198,17 @@ def scenario(endpoint: str, moto_url: str, output_dir: Path) -> int:  # noqa: PL
                     small = imagecodecs.htj2k_decode(encoded, skipres=len(levels.split(" → ")) - 1)
                     (output_dir / f"{image_set_id}-{frame['ID']}.jph").write_bytes(encoded)
                     say(f"  lowest resolution level decodes to {small.shape[1]}×{small.shape[0]}")
+
+    say = step("Service events received on EventBridge")
+    emulator.wait_idle()
+    received: dict[str, int] = {}
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            detail_type = json.loads(message["Body"])["detail-type"]
+            received[detail_type] = received.get(detail_type, 0) + 1
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    for detail_type, count in received.items():
+        say(f"{count:3d} × {detail_type}")
 
     say = step("Summary")
     say(f"{summary['numberOfImportedFiles']} of {summary['numberOfScannedFiles']} files imported into "
