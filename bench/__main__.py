@@ -52,7 +52,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=1)
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -62,7 +62,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def process(args: list[str], health: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(health)
         yield proc
@@ -92,7 +92,10 @@ def stack(workdir: Path) -> Iterator[tuple[Any, Any, subprocess.Popen[bytes]]]:
     ):
         s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
         ahi = boto3.client(
-            "medical-imaging", region_name=REGION, endpoint_url=emulator_url, config=Config(inject_host_prefix=False)
+            "medical-imaging",
+            region_name=REGION,
+            endpoint_url=emulator_url,
+            config=Config(inject_host_prefix=False),
         )
         yield s3, ahi, emulator_proc
 
@@ -100,8 +103,8 @@ def stack(workdir: Path) -> Iterator[tuple[Any, Any, subprocess.Popen[bytes]]]:
 def upload(s3: Any, bucket: str, prefix: str, files: list[bytes]) -> None:
     s3.create_bucket(Bucket=bucket)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda item: s3.put_object(Bucket=bucket, Key=f"{prefix}{item[0]:05d}.dcm", Body=item[1]),
-                      enumerate(files)))  # fmt: skip
+        keys = [f"{prefix}{index:05d}.dcm" for index in range(len(files))]
+        list(pool.map(lambda key, body: s3.put_object(Bucket=bucket, Key=key, Body=body), keys, files))
 
 
 def datastore(ahi: Any) -> str:
@@ -177,11 +180,19 @@ def bench_throughput(slices: int, rounds: int) -> bool:
         for round_index in range(rounds):
             floors.append(floor_seconds(files))
             imports.append(import_seconds(ahi, datastore_id, "bench-ct", "ct/"))
-            print(f"   round {round_index + 1}: floor {floors[-1]:.2f} s, emulator import {imports[-1]:.2f} s")
+            print(
+                f"   round {round_index + 1}: floor {floors[-1]:.2f} s, emulator import {imports[-1]:.2f} s"
+            )
     floor, ours = min(floors), min(imports)
     ratio = floor / ours
-    print(f"   floor (pydicom decode + HTJ2K encode): {slices / floor:6.1f} frames/s  ({megabytes / floor:.1f} MB/s)")
-    print(f"   emulator import job (S3 → image sets): {slices / ours:6.1f} frames/s  ({megabytes / ours:.1f} MB/s)")
+    print(
+        f"   floor (pydicom decode + HTJ2K encode): {slices / floor:6.1f} frames/s "
+        f"({megabytes / floor:.1f} MB/s)"
+    )
+    print(
+        f"   emulator import job (S3 → image sets): {slices / ours:6.1f} frames/s "
+        f"({megabytes / ours:.1f} MB/s)"
+    )
     print(f"   ratio import / floor = {ratio:.2f}  (target ≥ 0.70)  {'PASS' if ratio >= 0.7 else 'FAIL'}")
     return ratio >= 0.7
 
@@ -208,7 +219,9 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=int, default=2000)
-    parser.add_argument("--file-size", type=int, default=256, help="rows = columns of the memory test's files")
+    parser.add_argument(
+        "--file-size", type=int, default=256, help="rows = columns of the memory test's files"
+    )
     parser.add_argument("--only", choices=("throughput", "memory"))
     args = parser.parse_args()
     results = []

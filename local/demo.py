@@ -74,7 +74,9 @@ def run(output_dir: Path) -> int:
     host, port = moto.get_host_and_port()
     moto_url = f"http://{host}:{port}"
     data_dir = Path(tempfile.mkdtemp(prefix="ahi-demo-"))
-    config = EmulatorConfig(data_dir=data_dir, s3_endpoint_url=moto_url, events=True, events_endpoint_url=moto_url)
+    config = EmulatorConfig(
+        data_dir=data_dir, s3_endpoint_url=moto_url, events=True, events_endpoint_url=moto_url
+    )
     try:
         with Emulator(config) as emulator:
             return scenario(emulator, moto_url, output_dir)
@@ -93,7 +95,9 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
     sqs: Any = boto3.client("sqs", region_name=REGION, endpoint_url=moto_url)
     events: Any = boto3.client("events", region_name=REGION, endpoint_url=moto_url)
     queue_url = sqs.create_queue(QueueName="service-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     events.put_rule(Name="healthimaging-events", EventPattern=json.dumps({"source": ["aws.medical-imaging"]}))
     events.put_targets(Rule="healthimaging-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
     say("EventBridge rule: source aws.medical-imaging → SQS queue service-events")
@@ -112,7 +116,9 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
     say = step("Create a data store")
     datastore_id = ahi.create_datastore(datastoreName="demo", tags={"project": "demo"})["datastoreId"]
     wait_for(
-        lambda: ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] == "ACTIVE",
+        lambda: (
+            ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] == "ACTIVE"
+        ),
         "the data store",
     )
     say(f"{datastore_id}: ACTIVE")
@@ -130,14 +136,21 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
     say(f"job {job['jobId']}: {job['jobStatus']}")
 
     def job_done() -> bool:
-        status = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job["jobId"])["jobProperties"]["jobStatus"]
+        status = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job["jobId"])["jobProperties"][
+            "jobStatus"
+        ]
         return bool(status in ("COMPLETED", "FAILED"))
 
     wait_for(job_done, "the import job")
     properties = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job["jobId"])["jobProperties"]
-    say(f"job {properties['jobStatus']} in {time.monotonic() - started:.1f} s; results in {properties['outputS3Uri']}")
+    say(
+        f"job {properties['jobStatus']} in {time.monotonic() - started:.1f} s; "
+        f"results in {properties['outputS3Uri']}"
+    )
     bucket, _, folder = properties["outputS3Uri"].removeprefix("s3://").partition("/")
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{folder}job-output-manifest.json")["Body"].read())
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"{folder}job-output-manifest.json")["Body"].read()
+    )
     summary = manifest["jobSummary"]
     say(
         f"scanned {summary['numberOfScannedFiles']}, imported {summary['numberOfImportedFiles']}, "
@@ -148,7 +161,10 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
     failures = s3.get_object(Bucket=bucket, Key=f"{folder}FAILURE/failure.ndjson")["Body"].read().decode()
     for line in failures.splitlines():
         record = json.loads(line)
-        say(f"FAILED {record['inputFile']}: {record['exception']['exceptionType']}: {record['exception']['message']}")
+        say(
+            f"FAILED {record['inputFile']}: "
+            f"{record['exception']['exceptionType']}: {record['exception']['message']}"
+        )
 
     say = step("Search the data store (SearchImageSets, newest first)")
     found = ahi.search_image_sets(datastoreId=datastore_id, searchCriteria={"sort": _sort()})[
@@ -181,19 +197,23 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
                 )
                 encoded = body["imageFrameBlob"].read()
                 pixels = imagecodecs.htj2k_decode(encoded)
-                full = max(frame["PixelDataChecksumFromBaseToFullResolution"], key=lambda level: level["Width"])
+                full = max(
+                    frame["PixelDataChecksumFromBaseToFullResolution"], key=lambda level: level["Width"]
+                )
                 crc_ok = zlib.crc32(np.ascontiguousarray(pixels).tobytes()) == full["Checksum"]
                 same = source is not None and np.array_equal(_frame(source, index, len(frames)), pixels)
                 frames_total += 1
                 checked += int(crc_ok and same)
                 if index == 0:
                     levels = " → ".join(
-                        f"{lvl['Width']}×{lvl['Height']}" for lvl in frame["PixelDataChecksumFromBaseToFullResolution"]
+                        f"{lvl['Width']}×{lvl['Height']}"
+                        for lvl in frame["PixelDataChecksumFromBaseToFullResolution"]
                     )
                     say(
-                        f"{image_set_id} frame {frame['ID'][:8]}…: {body['contentType']}, {len(encoded):,} bytes "
-                        f"(raw {frame['FrameSizeInBytes']:,}), levels {levels}; CRC32 "
-                        f"{'ok' if crc_ok else 'MISMATCH'}, pixels {'identical to source' if same else 'DIFFER'}"
+                        f"{image_set_id} frame {frame['ID'][:8]}…: {body['contentType']}, "
+                        f"{len(encoded):,} bytes (raw {frame['FrameSizeInBytes']:,}), levels {levels}; "
+                        f"CRC32 {'ok' if crc_ok else 'MISMATCH'}, "
+                        f"pixels {'identical to source' if same else 'DIFFER'}"
                     )
                     small = imagecodecs.htj2k_decode(encoded, skipres=len(levels.split(" → ")) - 1)
                     (output_dir / f"{image_set_id}-{frame['ID']}.jph").write_bytes(encoded)
@@ -211,8 +231,10 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
         say(f"{count:3d} × {detail_type}")
 
     say = step("Summary")
-    say(f"{summary['numberOfImportedFiles']} of {summary['numberOfScannedFiles']} files imported into "
-        f"{len(found)} image sets; {len(failures.splitlines())} file(s) reported with a reason")
+    say(
+        f"{summary['numberOfImportedFiles']} of {summary['numberOfScannedFiles']} files imported into "
+        f"{len(found)} image sets; {len(failures.splitlines())} file(s) reported with a reason"
+    )
     say(f"{checked} of {frames_total} frames decoded bit-identical to the source and matched their CRC32")
     say(f"HTJ2K frames written to {output_dir}/")
     return 0 if checked == frames_total and summary["numberOfImportedFiles"] == len(samples) else 1
@@ -243,4 +265,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -25,7 +25,7 @@ def offline_aws() -> Iterator[None]:
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
