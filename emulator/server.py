@@ -86,9 +86,10 @@ class Emulator:
         return idle
 
     def reset(self) -> None:
-        """Forget all state (between tests)."""
+        """Forget all state (between tests), throttle buckets included."""
         self.scheduler.idle(30)
         self.store.reset()
+        self.gate.reset()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -142,6 +143,7 @@ class Emulator:
 def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in separate writes
         server_version = "HealthImagingEmulator"
 
         def _serve(self) -> None:
@@ -173,7 +175,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815 - http.server's naming
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s " + format, self.address_string(), *args)
 
     return Handler

@@ -1,0 +1,24 @@
+"""The import engine of the emulated HealthImaging service: from a DICOM P10 file to image sets.
+
+An import job calls :func:`import_instance` once per input file (frames are transcoded to HTJ2K and
+handed to the job's ``store_frame``), then :func:`group_into_image_sets` over the imported
+instances, then :func:`build_metadata_document` once per image set.  Files that cannot be imported
+raise :class:`ImportFileError`, one ``failure.ndjson`` line each.
+"""
+
+from emulator.imaging.errors import ExceptionType, ImportFileError
+from emulator.imaging.htj2k import FrameInfo, LevelChecksum
+from emulator.imaging.image_sets import SCHEMA_VERSION, build_metadata_document, group_into_image_sets
+from emulator.imaging.instance import ImportedInstance, import_instance
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ExceptionType",
+    "FrameInfo",
+    "ImportFileError",
+    "ImportedInstance",
+    "LevelChecksum",
+    "build_metadata_document",
+    "group_into_image_sets",
+    "import_instance",
+]

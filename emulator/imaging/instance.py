@@ -1,0 +1,309 @@
+"""Import one DICOM P10 file: validate it, transcode its frames, and convert its metadata.
+
+:func:`import_instance` is the unit of work of an import job.  The job hands it one downloaded input
+file and a callback that stores an HTJ2K codestream and returns its image frame ID; it gets back the
+instance's metadata (split by level) with one ``ImageFrames`` entry per stored frame, or an
+:class:`~emulator.imaging.errors.ImportFileError` for the file's ``failure.ndjson`` line.
+
+Frames are decoded one at a time (pydicom's ``iter_pixels``; multi-frame pixel data is streamed from
+the file), so a large multi-frame instance is never decoded whole.  HTJ2K encoding and its
+verification run on a small shared thread pool while this thread decodes the next frame, computes
+the resolution checksums and converts the metadata; ``store_frame`` is always called on the calling
+thread, in frame order.  A file that fails after some frames were stored leaves those frames
+unreferenced: no metadata points at them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import io
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Final
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import iter_pixels
+
+from emulator.imaging.dicom_json import partitioned_attributes
+from emulator.imaging.errors import ImportFileError
+from emulator.imaging.htj2k import (
+    FrameInfo,
+    HTJ2KError,
+    LevelChecksum,
+    Pixels,
+    PreparedFrame,
+    encode_and_verify,
+    level_checksums,
+    prepare_frame,
+)
+from emulator.imaging.levels import Level
+from emulator.imaging.validation import (
+    SUPPORTED_TRANSFER_SYNTAXES,
+    PixelDescription,
+    check_element_constraints,
+    check_identifiers,
+    check_transfer_syntax,
+    describe_pixels,
+)
+
+DEFLATED: Final = "1.2.840.10008.1.2.1.99"
+
+DEFER_SIZE: Final = 4 * 1024 * 1024
+"""Top-level values larger than this stay in the file until used (multi-frame pixel data never is)."""
+
+WORKERS: Final = max(2, os.cpu_count() or 2)
+"""Threads that encode and verify frames."""
+
+StoreFrame = Callable[[bytes], str]
+
+
+@dataclass(frozen=True)
+class ImportedInstance:
+    """One imported SOP instance: its metadata, split by level, and its stored frames.
+
+    Attributes
+    ----------
+    input_file : str
+        The input object's key, as ``success.ndjson`` reports it.
+    study_instance_uid, series_instance_uid, sop_instance_uid : str
+        (0020,000D) StudyInstanceUID, (0020,000E) SeriesInstanceUID and (0008,0018) SOPInstanceUID.
+    patient, study, series : dict[str, Any]
+        The normalized attributes of the Patient, Study and Series levels.
+    instance : dict[str, Any]
+        Every other attribute: file meta, private elements, ``"PixelData": None``.
+    vrs : dict[str, str]
+        The instance's ``DICOMVRs``.
+    frames : tuple[FrameInfo, ...]
+        One entry per frame, in frame order; empty for instances without (7FE0,0010) PixelData.
+    """
+
+    input_file: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+    vrs: dict[str, str]
+    frames: tuple[FrameInfo, ...]
+
+    def instance_document(self) -> dict[str, Any]:
+        """Return the instance's entry under ``Study.Series.<uid>.Instances``.
+
+        ``DICOMVRs`` is always present (``{}`` when every VR follows from its key); ``ImageFrames`` is
+        present only when the instance has frames.
+        """
+        document: dict[str, Any] = {"DICOM": self.instance, "DICOMVRs": self.vrs}
+        if self.frames:
+            document["ImageFrames"] = [frame.as_metadata() for frame in self.frames]
+        return document
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="htj2k")
+
+
+@dataclass
+class _Pending:
+    number: int
+    frame: PreparedFrame
+    checksums: tuple[LevelChecksum, ...]
+    future: Future[tuple[bytes, int]]
+
+
+class _FrameTranscoder:
+    """Encodes frames on the thread pool and stores them, in order, on the calling thread."""
+
+    def __init__(self, store_frame: StoreFrame, bits_stored: int) -> None:
+        self._store_frame = store_frame
+        self._bits_stored = bits_stored
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self.frames: list[FrameInfo] = []
+
+    def submit(self, number: int, pixels: Pixels) -> None:
+        """Start transcoding frame ``number`` (1-based); store earlier frames once done."""
+        try:
+            frame = prepare_frame(pixels, self._bits_stored)
+        except HTJ2KError as exc:
+            raise ImportFileError.validation(f"Frame {number} cannot be transcoded: {exc}") from exc
+        future = _executor().submit(encode_and_verify, frame)
+        checksums = level_checksums(frame)  # overlaps with the encoding
+        self._pending.append(_Pending(number, frame, checksums, future))
+        while len(self._pending) > WORKERS:
+            self._complete_oldest()
+
+    def finish(self) -> tuple[FrameInfo, ...]:
+        """Wait for every frame, store it, and return the frames in order."""
+        while self._pending:
+            self._complete_oldest()
+        return tuple(self.frames)
+
+    def abandon(self) -> None:
+        """Drop the frames still in flight (the import failed)."""
+        for pending in self._pending:
+            pending.future.cancel()
+        self._pending.clear()
+
+    def _complete_oldest(self) -> None:
+        pending = self._pending.popleft()
+        try:
+            codestream, decoded_checksum = pending.future.result()
+        except HTJ2KError as exc:
+            raise ImportFileError.internal(f"Frame {pending.number} could not be transcoded: {exc}") from exc
+        original = pending.checksums[-1].checksum
+        if decoded_checksum != original:
+            raise ImportFileError.internal(
+                f"Pixel data verification failed for frame {pending.number}: the full-resolution checksum "
+                f"of the decoded HTJ2K frame ({decoded_checksum}) differs from the original's ({original})"
+            )
+        try:
+            frame_id = self._store_frame(codestream)
+        except Exception as exc:
+            raise ImportFileError.internal(f"Frame {pending.number} could not be stored") from exc
+        self.frames.append(
+            FrameInfo(
+                frame_id=frame_id,
+                checksums=pending.checksums,
+                min_pixel_value=pending.frame.minimum,
+                max_pixel_value=pending.frame.maximum,
+                frame_size_in_bytes=int(pending.frame.pixels.nbytes),
+            )
+        )
+
+
+@contextlib.contextmanager
+def _opened(source: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
+    if isinstance(source, str | os.PathLike):
+        try:
+            handle = open(source, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise ImportFileError.internal("The input file could not be opened") from exc
+        with handle:
+            yield handle
+    elif source.seekable():
+        yield source
+    else:
+        yield io.BytesIO(source.read())
+
+
+def _read_dataset(fp: BinaryIO) -> Dataset:
+    """Return the data set in ``fp``, large top-level values deferred (except for deflated files)."""
+    start = fp.tell()
+    try:
+        ds = dcmread(fp, defer_size=DEFER_SIZE)
+        transfer_syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        if transfer_syntax == DEFLATED:
+            fp.seek(start)
+            ds = dcmread(fp)
+    except InvalidDicomError:
+        raise ImportFileError.validation(
+            "The input file is not a DICOM Part 10 file: the 'DICM' prefix is missing"
+        ) from None
+    except Exception as exc:
+        raise _unparsable(exc) from exc
+    return ds
+
+
+def _unparsable(exc: BaseException) -> ImportFileError:
+    return ImportFileError.validation(f"The DICOM data set could not be parsed ({type(exc).__name__})")
+
+
+def _frames(
+    fp: BinaryIO, ds: Dataset, transfer_syntax: str, pixels: PixelDescription
+) -> Iterator[tuple[int, Pixels]]:
+    """Yield ``(number, samples)`` for each frame, decoded by pydicom one at a time.
+
+    Multi-frame pixel data is streamed from the file; a single frame is decoded from the data set.
+    """
+    streamed = pixels.number_of_frames > 1 and transfer_syntax != DEFLATED
+    frames = iter_pixels(fp) if streamed else iter_pixels(ds)
+    number = 0
+    while True:
+        number += 1
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise ImportFileError.validation(
+                f"Pixel data of frame {number} could not be decoded with transfer syntax {transfer_syntax} "
+                f"({SUPPORTED_TRANSFER_SYNTAXES[transfer_syntax]}): {type(exc).__name__}"
+            ) from exc
+        yield number, frame
+
+
+def import_instance(
+    source: str | os.PathLike[str] | BinaryIO, input_file: str, store_frame: StoreFrame
+) -> ImportedInstance:
+    """Import one DICOM P10 file.
+
+    Parameters
+    ----------
+    source : str | os.PathLike | BinaryIO
+        The file's path, or a binary file object positioned at its start.
+    input_file : str
+        The input object's key, recorded in :attr:`ImportedInstance.input_file`.
+    store_frame : Callable[[bytes], str]
+        Stores one HTJ2K codestream and returns its image frame ID; called once per frame, in order,
+        on the calling thread, only for frames that passed pixel verification.
+
+    Returns
+    -------
+    ImportedInstance
+        The instance's metadata and frames.
+
+    Raises
+    ------
+    ImportFileError
+        ``ValidationException`` when the file is not DICOM P10, lacks (0002,0010) TransferSyntaxUID
+        or uses an unsupported one, lacks (0020,000D) StudyInstanceUID, (0020,000E)
+        SeriesInstanceUID or (0008,0018) SOPInstanceUID, breaks an element constraint, or has pixel
+        data pydicom cannot decode; ``InternalServerException`` when transcoding, pixel verification
+        or storing a frame fails.
+    """
+    with _opened(source) as fp:
+        ds = _read_dataset(fp)
+        transfer_syntax = check_transfer_syntax(ds)
+        try:
+            study_uid, series_uid, sop_uid = check_identifiers(ds)
+            check_element_constraints(ds)
+            pixels = describe_pixels(ds)
+        except ImportFileError:
+            raise
+        except Exception as exc:
+            raise _unparsable(exc) from exc
+        transcoder = _FrameTranscoder(store_frame, pixels.bits_stored if pixels else 0)
+        try:
+            frames = _frames(fp, ds, transfer_syntax, pixels) if pixels else iter(())
+            first = next(frames, None)
+            if first is not None:
+                transcoder.submit(*first)
+            try:
+                levels, vrs = partitioned_attributes(ds)  # while the first frame encodes
+            except Exception as exc:
+                raise _unparsable(exc) from exc
+            for number, frame in frames:
+                transcoder.submit(number, frame)
+            stored = transcoder.finish()
+        finally:
+            transcoder.abandon()
+    return ImportedInstance(
+        input_file=input_file,
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        patient=levels[Level.PATIENT],
+        study=levels[Level.STUDY],
+        series=levels[Level.SERIES],
+        instance=levels[Level.INSTANCE],
+        vrs=vrs,
+        frames=stored,
+    )

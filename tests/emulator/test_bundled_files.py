@@ -1,0 +1,185 @@
+"""Import every DICOM file bundled with pydicom and pydicom-data through boto3, and check every frame.
+
+One import job takes all the files.  For each imported instance, every frame fetched with GetImageFrame
+is decoded with imagecodecs (OpenJPH) and with pylibjpeg-openjpeg, and both must equal pydicom's
+``pixel_array`` for that frame exactly; its CRC32 must match the metadata checksum at every resolution
+level (decoded with ``skipres``).  Files that must fail are in FAILURE/failure.ndjson with the reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import openjpeg
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+
+from tests.conftest import ROLE_ARN
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+# Files that cannot be imported, with the words their FAILURE reason must contain.
+EXPECTED_FAILURES: dict[str, tuple[str, str]] = {}
+
+
+def bundled_files() -> list[Path]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = {Path(p).resolve() for p in get_testdata_files("*")}
+    return sorted(
+        p for p in paths if p.is_file() and p.suffix.lower() not in {".py", ".json", ".txt", ".gz", ".bz2"}
+    )
+
+
+def _key(path: Path) -> str:
+    return f"bundled/{path.parent.name}/{path.name}"
+
+
+@pytest.fixture(scope="module")
+def imported(emulator: Any, moto_url: str) -> dict[str, Any]:
+    """Upload every bundled file, import them in one job, and return what the job produced."""
+    import boto3  # noqa: PLC0415
+
+    from tests.conftest import REGION, client_config  # noqa: PLC0415
+
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
+    ahi = boto3.client(
+        "medical-imaging", region_name=REGION, endpoint_url=emulator.endpoint_url, config=client_config()
+    )
+    s3.create_bucket(Bucket="bundled-files")
+    paths = bundled_files()
+    for path in paths:
+        s3.upload_file(str(path), "bundled-files", _key(path))
+    datastore_id = ahi.create_datastore(datastoreName="bundled")["datastoreId"]
+    deadline = time.monotonic() + 30
+    while ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job_id = ahi.start_dicom_import_job(
+        datastoreId=datastore_id,
+        dataAccessRoleArn=ROLE_ARN,
+        inputS3Uri="s3://bundled-files/bundled/",
+        outputS3Uri="s3://bundled-files/results/",
+    )["jobId"]
+    deadline = time.monotonic() + 600
+    while True:
+        job = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)["jobProperties"]
+        if job["jobStatus"] in ("COMPLETED", "FAILED"):
+            break
+        assert time.monotonic() < deadline, "import of the bundled files timed out"
+        time.sleep(0.2)
+    assert job["jobStatus"] == "COMPLETED", job.get("message")
+    folder = job["outputS3Uri"].removeprefix("s3://bundled-files/")
+
+    def lines(key: str) -> list[dict[str, Any]]:
+        body = s3.get_object(Bucket="bundled-files", Key=folder + key)["Body"].read().decode()
+        return [json.loads(line) for line in body.splitlines() if line]
+
+    manifest = json.loads(
+        s3.get_object(Bucket="bundled-files", Key=folder + "job-output-manifest.json")["Body"].read()
+    )
+    return {
+        "ahi": ahi,
+        "datastore_id": datastore_id,
+        "paths": {_key(p): p for p in paths},
+        "manifest": manifest["jobSummary"],
+        "success": lines("SUCCESS/success.ndjson"),
+        "failure": lines("FAILURE/failure.ndjson"),
+    }
+
+
+def test_every_file_is_accounted_for(imported: dict[str, Any]) -> None:
+    # Given the job over every bundled file
+    summary = imported["manifest"]
+    # Then every file is either imported or reported, and the manifest adds up
+    reported = {line["inputFile"] for line in imported["success"]} | {
+        line["inputFile"] for line in imported["failure"]
+    }
+    assert reported == set(imported["paths"])
+    assert summary["numberOfScannedFiles"] == len(imported["paths"])
+    assert summary["numberOfScannedFiles"] == (
+        summary["numberOfImportedFiles"]
+        + summary["numberOfFilesWithCustomerError"]
+        + summary["numberOfFilesWithServerError"]
+    )
+    assert summary["numberOfFilesWithServerError"] == 0, imported["failure"]
+    assert sum(s["numberOfMatchedSOPInstances"] for s in summary["imageSetsSummary"]) == len(
+        imported["success"]
+    )
+
+
+def test_failures_are_the_expected_files_with_their_reasons(imported: dict[str, Any]) -> None:
+    # Given the FAILURE lines
+    failures = {Path(line["inputFile"]).name: line["exception"] for line in imported["failure"]}
+    # Then exactly the files that cannot be imported failed, each with a precise reason
+    assert set(failures) == set(EXPECTED_FAILURES), failures
+    for name, (exception_type, words) in EXPECTED_FAILURES.items():
+        assert failures[name]["exceptionType"] == exception_type
+        assert words.lower() in failures[name]["message"].lower(), (name, failures[name]["message"])
+
+
+def _instances(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for series in document["Study"]["Series"].values():
+        found.update(series["Instances"])
+    return found
+
+
+def _source_frames(path: Path) -> list[np.ndarray]:
+    dataset = pydicom.dcmread(path)
+    pixels = np.asarray(dataset.pixel_array)
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    return [pixels[i] for i in range(frames)] if frames > 1 else [pixels]
+
+
+def test_every_frame_is_lossless_and_matches_its_checksums(imported: dict[str, Any]) -> None:
+    ahi, datastore_id = imported["ahi"], imported["datastore_id"]
+    documents: dict[str, dict[str, Any]] = {}
+    checked = 0
+    for line in imported["success"]:
+        # Given an imported file and its image set's metadata
+        image_set_id = line["importResponse"]["imageSetId"]
+        if image_set_id not in documents:
+            blob = ahi.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id)
+            documents[image_set_id] = json.loads(gzip.decompress(blob["imageSetMetadataBlob"].read()))
+        path = imported["paths"][line["inputFile"]]
+        sop_uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        instance = _instances(documents[image_set_id])[sop_uid]
+        frames = instance.get("ImageFrames") or []
+        if "PixelData" not in pydicom.dcmread(path, stop_before_pixels=False, specific_tags=["PixelData"]):
+            assert frames == []
+            continue
+        sources = _source_frames(path)
+        assert len(frames) == len(sources), path.name
+        for frame, source in zip(frames, sources, strict=True):
+            # When the frame is fetched and decoded by two independent decoders
+            encoded = ahi.get_image_frame(
+                datastoreId=datastore_id,
+                imageSetId=image_set_id,
+                imageFrameInformation={"imageFrameId": frame["ID"]},
+            )["imageFrameBlob"].read()
+            by_openjph = imagecodecs.htj2k_decode(encoded)
+            by_openjpeg = openjpeg.decode(encoded)
+            # Then both give pydicom's pixel_array exactly
+            assert np.array_equal(by_openjph, source), path.name
+            assert np.array_equal(by_openjpeg, source), path.name
+            # And every resolution level's CRC32 matches the metadata, from base to full resolution
+            levels = frame["PixelDataChecksumFromBaseToFullResolution"]
+            for skip, level in enumerate(reversed(levels)):
+                reduced = np.ascontiguousarray(imagecodecs.htj2k_decode(encoded, skipres=skip))
+                assert (reduced.shape[1], reduced.shape[0]) == (level["Width"], level["Height"]), path.name
+                assert zlib.crc32(reduced.tobytes()) == level["Checksum"], (path.name, skip)
+            assert frame["FrameSizeInBytes"] == by_openjph.nbytes
+            assert frame["MinPixelValue"] == int(source.min())
+            assert frame["MaxPixelValue"] == int(source.max())
+            checked += 1
+    assert checked > 100
