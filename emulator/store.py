@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import shutil
 import sqlite3
 import tempfile
@@ -53,8 +54,13 @@ CREATE TABLE IF NOT EXISTS tags (
 
 
 def now() -> float:
-    """The current time as epoch seconds (the unit every ``*At`` column uses)."""
-    return datetime.now(UTC).timestamp()
+    """The current time as epoch seconds (the unit every ``*At`` column uses), to the millisecond.
+
+    The service's timestamps have millisecond precision and the wire carries them so; storing more would
+    make a returned ``createdAt``/``updatedAt`` differ from the stored one (a search BETWEEN a returned
+    timestamp and itself would miss the image set).
+    """
+    return math.floor(datetime.now(UTC).timestamp() * 1000) / 1000
 
 
 def to_datetime(epoch: float | None) -> datetime | None:

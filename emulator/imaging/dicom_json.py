@@ -110,6 +110,8 @@ class _Slow:
 
 
 _SLOW: Final = _Slow()
+_LAZY: Final = "lazy"
+"""A codec placeholder: look the character set up only if the element needs it."""
 
 
 @functools.cache
@@ -315,6 +317,9 @@ class _Converter:
         """Return the key and JSON value of the element ``item`` of ``ds``."""
         if tag in PIXEL_DATA_TAGS:
             return self._key(tag, _resolved_vr(str(item.VR or "OW"))), None
+        if codec is _LAZY:
+            needs_codec = item.VR is None or str(item.VR) in _CHARSET_VRS or item.VR == "SQ"
+            codec = _codec(ds, _DEFAULT_CODEC) if needs_codec else _DEFAULT_CODEC
         if self._raw and isinstance(item, RawDataElement):
             raw_vr = self._raw_vr(ds, tag, item)
             if raw_vr is not None:
@@ -459,7 +464,7 @@ def element_value(ds: Dataset, tag: int) -> Any:
     item = _item(ds, tag)
     if item is None:
         return None
-    return _Converter().convert(ds, tag, item, _codec(ds, _DEFAULT_CODEC))[1]
+    return _Converter().convert(ds, tag, item, _LAZY)[1]
 
 
 def element_text(ds: Dataset, tag: int) -> str | None:

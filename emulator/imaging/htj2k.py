@@ -23,8 +23,10 @@ are checksums of the original pixels, as the service describes; tests check them
 (pylibjpeg-openjpeg) and OpenJPH at every level.  OpenJPH returns unclipped, wrapped samples where a
 reduced level overshoots the range; the clipped values are the ones OpenJPEG returns.
 
-After encoding, the codestream is decoded at full resolution and its IFRC compared with the
-original's (pixel verification, spec 3.9).
+After encoding, the codestream is decoded at full resolution and compared with the original samples
+(pixel verification, spec 3.9; equal samples mean equal IFRCs).  OpenJPH 0.32 fails this for frames
+one pixel thin that reach the lowest sample value (it writes them wrongly without decomposition
+levels); verification turns that into a server error rather than a corrupt frame.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ Pixels = np.ndarray[Any, Any]
 
 class HTJ2KError(Exception):
     """Encoding or verification of a frame failed (a service-side failure)."""
+
+
+class VerificationError(HTJ2KError):
+    """The decoded HTJ2K frame is not the original frame."""
 
 
 @dataclass(frozen=True)
@@ -287,13 +293,18 @@ def checksum(pixels: Pixels) -> int:
     return zlib.crc32(np.ascontiguousarray(pixels)) & 0xFFFFFFFF
 
 
-def encode_and_verify(frame: PreparedFrame) -> tuple[bytes, int]:
-    """Encode ``frame``, decode it again, and return the codestream with the decoded IFRC.
+def encode_and_verify(frame: PreparedFrame) -> bytes:
+    """Encode ``frame``, decode it again at full resolution, and return the verified codestream.
 
-    The caller compares the decoded IFRC with the original's full-resolution checksum.
+    Verification (pixel data verification, spec 3.9) requires the decoded samples to equal the
+    original ones.  That implies equal full-resolution IFRCs, is stricter (no CRC collision can
+    hide a difference), and is cheaper than checksumming the decoded frame; the IFRCs are computed
+    only to report a mismatch.
 
     Raises
     ------
+    VerificationError
+        When the decoded frame differs from the original.
     HTJ2KError
         When encoding or decoding fails, or the codestream does not have the expected layout.
     """
@@ -309,11 +320,16 @@ def encode_and_verify(frame: PreparedFrame) -> tuple[bytes, int]:
     except (imagecodecs.Htj2kError, ValueError) as exc:
         raise HTJ2KError(f"decoding the HTJ2K codestream failed: {exc}") from exc
     if decoded.shape != frame.pixels.shape or decoded.dtype.itemsize != frame.pixels.dtype.itemsize:
-        raise HTJ2KError(
+        raise VerificationError(
             f"the decoded frame is {decoded.dtype} {decoded.shape}, "
             f"the original {frame.pixels.dtype} {frame.pixels.shape}"
         )
-    return codestream, checksum(decoded)
+    if not np.array_equal(decoded, frame.pixels):
+        raise VerificationError(
+            f"the full-resolution checksum of the decoded HTJ2K frame ({checksum(decoded)}) differs "
+            f"from the original's ({checksum(frame.pixels)})"
+        )
+    return codestream
 
 
 # --- resolution levels -------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from emulator.imaging.htj2k import (
     LevelChecksum,
     Pixels,
     PreparedFrame,
+    VerificationError,
     encode_and_verify,
     level_checksums,
     prepare_frame,
@@ -106,9 +107,14 @@ class ImportedInstance:
         return document
 
 
-@functools.cache
 def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="htj2k")
+    """Return this process's encoding thread pool (a forked child gets its own)."""
+    return _executor_of(os.getpid())
+
+
+@functools.cache
+def _executor_of(pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"htj2k-{pid}")
 
 
 @dataclass
@@ -116,7 +122,7 @@ class _Pending:
     number: int
     frame: PreparedFrame
     checksums: tuple[LevelChecksum, ...]
-    future: Future[tuple[bytes, int]]
+    future: Future[bytes]
 
 
 class _FrameTranscoder:
@@ -155,15 +161,13 @@ class _FrameTranscoder:
     def _complete_oldest(self) -> None:
         pending = self._pending.popleft()
         try:
-            codestream, decoded_checksum = pending.future.result()
+            codestream = pending.future.result()
+        except VerificationError as exc:
+            raise ImportFileError.internal(
+                f"Pixel data verification failed for frame {pending.number}: {exc}"
+            ) from exc
         except HTJ2KError as exc:
             raise ImportFileError.internal(f"Frame {pending.number} could not be transcoded: {exc}") from exc
-        original = pending.checksums[-1].checksum
-        if decoded_checksum != original:
-            raise ImportFileError.internal(
-                f"Pixel data verification failed for frame {pending.number}: the full-resolution checksum "
-                f"of the decoded HTJ2K frame ({decoded_checksum}) differs from the original's ({original})"
-            )
         try:
             frame_id = self._store_frame(codestream)
         except Exception as exc:
@@ -216,15 +220,22 @@ def _unparsable(exc: BaseException) -> ImportFileError:
     return ImportFileError.validation(f"The DICOM data set could not be parsed ({type(exc).__name__})")
 
 
+def _streamed(transfer_syntax: str, pixels: PixelDescription | None) -> bool:
+    """Whether the frames are read from the file one by one (multi-frame, not deflated)."""
+    return pixels is not None and pixels.number_of_frames > 1 and transfer_syntax != DEFLATED
+
+
 def _frames(
-    fp: BinaryIO, ds: Dataset, transfer_syntax: str, pixels: PixelDescription
+    fp: BinaryIO, ds: Dataset, transfer_syntax: str, pixels: PixelDescription | None
 ) -> Iterator[tuple[int, Pixels]]:
     """Yield ``(number, samples)`` for each frame, decoded by pydicom one at a time.
 
-    Multi-frame pixel data is streamed from the file; a single frame is decoded from the data set.
+    Multi-frame pixel data is streamed from the file, which then must not be read elsewhere until
+    the last frame; a single frame is decoded from the data set.
     """
-    streamed = pixels.number_of_frames > 1 and transfer_syntax != DEFLATED
-    frames = iter_pixels(fp) if streamed else iter_pixels(ds)
+    if pixels is None:
+        return
+    frames = iter_pixels(fp) if _streamed(transfer_syntax, pixels) else iter_pixels(ds)
     number = 0
     while True:
         number += 1
@@ -238,6 +249,13 @@ def _frames(
                 f"({SUPPORTED_TRANSFER_SYNTAXES[transfer_syntax]}): {type(exc).__name__}"
             ) from exc
         yield number, frame
+
+
+def _attributes(ds: Dataset) -> tuple[dict[Level, dict[str, Any]], dict[str, str]]:
+    try:
+        return partitioned_attributes(ds)
+    except Exception as exc:
+        raise _unparsable(exc) from exc
 
 
 def import_instance(
@@ -282,14 +300,14 @@ def import_instance(
             raise _unparsable(exc) from exc
         transcoder = _FrameTranscoder(store_frame, pixels.bits_stored if pixels else 0)
         try:
-            frames = _frames(fp, ds, transfer_syntax, pixels) if pixels else iter(())
+            # Converting the metadata may read deferred values from the file, so it happens before
+            # streamed frames are read, or while the first (already read) frame is being encoded.
+            converted = _attributes(ds) if _streamed(transfer_syntax, pixels) else None
+            frames = _frames(fp, ds, transfer_syntax, pixels)
             first = next(frames, None)
             if first is not None:
                 transcoder.submit(*first)
-            try:
-                levels, vrs = partitioned_attributes(ds)  # while the first frame encodes
-            except Exception as exc:
-                raise _unparsable(exc) from exc
+            levels, vrs = converted or _attributes(ds)
             for number, frame in frames:
                 transcoder.submit(number, frame)
             stored = transcoder.finish()

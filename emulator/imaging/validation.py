@@ -257,8 +257,8 @@ def _integer(ds: Dataset, tag: int, keyword: str) -> int:
     if value is None:
         raise missing(keyword)
     try:
-        if isinstance(value, list | str) and not isinstance(value, str):
-            raise ValueError
+        if isinstance(value, list):
+            raise TypeError("several values")
         return int(value)
     except (TypeError, ValueError):
         raise ImportFileError.validation(

@@ -383,6 +383,21 @@ def test_search_between_timestamps(search_data: SearchData, attribute: str) -> N
     assert search_ids(data, between(attribute, past, past + timedelta(days=1))) == []
 
 
+def test_search_between_a_returned_timestamp_and_itself(search_data: SearchData) -> None:
+    # Given: the timestamps as the service returns them (millisecond precision, spec §1.5 examples)
+    data = search_data
+    image_set_id = data.image_sets[data.series_of_first[0]]
+    image_set = data.ahi.get_image_set(datastoreId=data.datastore_id, imageSetId=image_set_id)
+
+    # When / Then: they are the stored values, so a range from one to itself finds the image set
+    for attribute in ("createdAt", "updatedAt"):
+        moment = image_set[attribute]
+        assert moment.microsecond % 1000 == 0
+        found = helpers.all_image_sets(data.ahi, data.datastore_id, between(attribute, moment, moment))
+        assert image_set_id in [s["imageSetId"] for s in found], attribute
+        assert {s[attribute] for s in found} == {moment}
+
+
 def test_search_sorts_and_pages(search_data: SearchData) -> None:
     # Given
     data = search_data
@@ -967,6 +982,7 @@ def test_delete_image_set(ahi: Any, imported: Imported) -> None:
     assert (response["imageSetState"], response["imageSetWorkflowStatus"]) == ("LOCKED", "DELETING")
     gone = helpers.wait_image_set(ahi, imported.datastore_id, imported.image_set_id)
     assert (gone["imageSetState"], gone["imageSetWorkflowStatus"]) == ("DELETED", "DELETED")
+    assert gone["deletedAt"] >= gone["createdAt"]
     with pytest.raises(ClientError) as info:
         ahi.delete_image_set(datastoreId=imported.datastore_id, imageSetId=imported.image_set_id)
     assert helpers.error_of(info)[0] == "ConflictException"

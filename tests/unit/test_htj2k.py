@@ -12,7 +12,7 @@ import openjpeg
 import pytest
 
 from emulator.imaging import htj2k
-from emulator.imaging.htj2k import FrameInfo, HTJ2KError, LevelChecksum
+from emulator.imaging.htj2k import FrameInfo, HTJ2KError, LevelChecksum, VerificationError
 from tests.unit import openjpeg_reduced
 
 pytestmark = pytest.mark.unit
@@ -166,8 +166,8 @@ def test_float_samples_are_rejected() -> None:
 
 
 def test_frames_round_trip_losslessly_through_both_decoders(frame: htj2k.PreparedFrame) -> None:
-    # Given an encoded frame
-    codestream, decoded_checksum = htj2k.encode_and_verify(frame)
+    # Given an encoded and verified frame
+    codestream = htj2k.encode_and_verify(frame)
 
     # When decoding it with OpenJPH (imagecodecs) and OpenJPEG (pylibjpeg-openjpeg)
     by_openjph = imagecodecs.htj2k_decode(codestream)
@@ -177,7 +177,6 @@ def test_frames_round_trip_losslessly_through_both_decoders(frame: htj2k.Prepare
     assert np.array_equal(by_openjph, frame.pixels)
     assert by_openjph.dtype == frame.pixels.dtype
     assert np.array_equal(by_openjpeg, frame.pixels)
-    assert decoded_checksum == zlib.crc32(frame.pixels.tobytes())
 
 
 def test_level_checksums_are_what_openjpeg_decodes_at_every_reduced_resolution(
@@ -263,17 +262,28 @@ def test_checksums_cover_interleaved_little_endian_samples() -> None:
     assert full == LevelChecksum(width=2, height=2, checksum=zlib.crc32(packed))
 
 
-def test_verification_reports_the_decoded_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verification_rejects_a_frame_that_decodes_differently(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an encoder whose output decodes to different samples
     frame = htj2k.prepare_frame(_natural((32, 32), 0, 255).astype(np.uint8), 8)
     original_decode = htj2k.decode
     monkeypatch.setattr(htj2k, "decode", lambda codestream: original_decode(codestream) ^ 1)
 
     # When encoding and verifying it
-    _, decoded_checksum = htj2k.encode_and_verify(frame)
+    # Then verification fails, reporting both full-resolution checksums
+    original = htj2k.level_checksums(frame)[-1].checksum
+    with pytest.raises(VerificationError, match=rf"differs from the original's \({original}\)"):
+        htj2k.encode_and_verify(frame)
 
-    # Then the decoded checksum differs from the original's, for the caller to reject
-    assert decoded_checksum != htj2k.level_checksums(frame)[-1].checksum
+
+def test_openjph_cannot_write_frames_one_pixel_thin_at_the_lowest_value() -> None:
+    # Given a frame one pixel wide that reaches 0 (OpenJPH 0.32 writes it without decomposition)
+    frame = htj2k.prepare_frame(np.arange(56, dtype=np.uint8).reshape(56, 1) * 4, 8)
+    assert frame.decomposition_levels == 0
+
+    # When encoding and verifying it
+    # Then verification catches the corrupt codestream
+    with pytest.raises(VerificationError):
+        htj2k.encode_and_verify(frame)
 
 
 def test_parse_codestream_rejects_other_data() -> None:

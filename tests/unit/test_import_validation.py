@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import zlib
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pydicom.uid import (
 )
 
 from emulator.imaging import ImportedInstance, ImportFileError, htj2k, import_instance
+from emulator.imaging import instance as instance_module
 
 pytestmark = pytest.mark.unit
 
@@ -182,6 +184,28 @@ def test_multi_frame_images_store_every_frame_in_order() -> None:
     for frame, expected in zip(instance.frames, pixels, strict=True):
         assert np.array_equal(imagecodecs.htj2k_decode(store.frames[frame.frame_id]), expected)
         assert frame.max_pixel_value == int(expected.max())
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+def test_large_values_left_in_the_file_do_not_disturb_the_frames(
+    frames: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given values larger than the deferral size: a private blob, and the pixel data
+    monkeypatch.setattr(instance_module, "DEFER_SIZE", 1024)
+    pixels = _ct_pixels(frames=frames)
+    ds = _with_pixels(_dataset(), pixels)
+    ds.add_new(0x00090010, "LO", "ACME 1.0")
+    ds.add_new(0x00091001, "OB", bytes(range(256)) * 8)
+    store = FrameStore()
+
+    # When importing it (the metadata reads the blob back from the file)
+    instance = _import(_p10(ds), store)
+
+    # Then the blob is in the metadata and every frame is its own
+    assert instance.instance["00091001"] == base64.b64encode(bytes(range(256)) * 8).decode()
+    expected = pixels if frames > 1 else pixels[np.newaxis]
+    for frame, samples in zip(instance.frames, expected, strict=True):
+        assert np.array_equal(imagecodecs.htj2k_decode(store.frames[frame.frame_id]), samples)
 
 
 def _htj2k_file() -> io.BytesIO:
