@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--faults",
         default="",
-        help='inject errors, e.g. "StartDICOMImportJob:ThrottlingException=0.2,*:InternalServerException=0.01"',
+        help='inject errors, e.g. "StartDICOMImportJob:ThrottlingException=0.2,'
+        '*:InternalServerException=0.01"',
     )
     parser.add_argument("--fault-seed", type=int)
     parser.add_argument(
@@ -79,10 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("emulator").info(
         "HealthImaging emulator on %s (data in %s)", emulator.endpoint_url, args.data_dir
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     emulator.stop()
     return 0
 

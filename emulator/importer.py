@@ -77,6 +77,7 @@ class ImportJobRunner:
         self.backend = backend
         self.job_id = job_id
         self.s3 = backend.s3_client()
+        self._listed_keys: list[str] = []
 
     def run(self) -> None:
         store = self.backend.store
@@ -90,6 +91,7 @@ class ImportJobRunner:
         status, message = "COMPLETED", None
         try:
             objects = self._list(job["input_s3_uri"])
+            self._listed_keys = [o.key for o in objects]
             outcome.scanned = len(objects)
             try:
                 self._check_limits(objects)
@@ -101,6 +103,16 @@ class ImportJobRunner:
         except (ClientError, BotoCoreError) as error:
             status = "FAILED"
             message = f"Unable to read the input S3 location {job['input_s3_uri']}: {_error_code(error)}"
+        except Exception:
+            # A job never stays IN_PROGRESS: an unexpected error fails it, and every file not already
+            # reported is reported as a server error, so nothing is lost silently.
+            log.exception("import job %s failed unexpectedly", self.job_id)
+            status, message = "FAILED", "Internal error while running the import job"
+            reported = {key for key, _, _ in outcome.failures}
+            outcome.failures.extend(
+                (key, "InternalServerException", message) for key in self._listed_keys if key not in reported
+            )
+            outcome.imported, outcome.image_sets = [], []
         try:
             self._write_results(job, output_uri, outcome)
         except (ClientError, BotoCoreError) as error:

@@ -64,7 +64,7 @@ def emulator(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def client_config() -> Config:
-    return Config(inject_host_prefix=False, retries={"mode": "standard", "max_attempts": 1})
+    return Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @pytest.fixture
