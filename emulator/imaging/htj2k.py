@@ -20,8 +20,10 @@ decoder returns when asked to discard ``k`` resolutions: the LL band of ``k`` le
 5/3 lifting (vertical, then horizontal) of the colour-transformed samples, inverse colour-transformed
 and clipped to the component's range.  These are computed here from the original samples, so they
 are checksums of the original pixels, as the service describes; tests check them against OpenJPEG
-(pylibjpeg-openjpeg) and OpenJPH at every level.  OpenJPH returns unclipped, wrapped samples where a
-reduced level overshoots the range; the clipped values are the ones OpenJPEG returns.
+(pylibjpeg-openjpeg, and ``imagecodecs.jpeg2k_decode(skipres=k)``) at every level.  Reduced levels
+often overshoot the range (a zero background next to bright tissue goes below 0): OpenJPEG clips
+those samples, while ``imagecodecs.htj2k_decode(skipres=k)`` (OpenJPH) casts them without clipping,
+so they wrap around and its CRC differs; use an OpenJPEG decode to check a reduced level.
 
 After encoding, the codestream is decoded at full resolution and compared with the original samples
 (pixel verification, spec 3.9; equal samples mean equal IFRCs).  OpenJPH 0.32 fails this for frames

@@ -58,7 +58,7 @@ DEFLATED: Final = "1.2.840.10008.1.2.1.99"
 DEFER_SIZE: Final = 4 * 1024 * 1024
 """Top-level values larger than this stay in the file until used (multi-frame pixel data never is)."""
 
-WORKERS: Final = max(2, os.cpu_count() or 2)
+WORKERS: Final = max(2, min(4, os.cpu_count() or 2))
 """Threads that encode and verify frames."""
 
 StoreFrame = Callable[[bytes], str]
@@ -211,6 +211,8 @@ def _read_dataset(fp: BinaryIO) -> Dataset:
         raise ImportFileError.validation(
             "The input file is not a DICOM Part 10 file: the 'DICM' prefix is missing"
         ) from None
+    except MemoryError:
+        raise
     except Exception as exc:
         raise _unparsable(exc) from exc
     return ds
@@ -289,8 +291,8 @@ def import_instance(
     """
     with _opened(source) as fp:
         ds = _read_dataset(fp)
-        transfer_syntax = check_transfer_syntax(ds)
         try:
+            transfer_syntax = check_transfer_syntax(ds)
             study_uid, series_uid, sop_uid = check_identifiers(ds)
             check_element_constraints(ds)
             pixels = describe_pixels(ds)

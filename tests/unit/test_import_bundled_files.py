@@ -19,7 +19,7 @@ import pytest
 
 from emulator.imaging import ImportedInstance, ImportFileError, htj2k, import_instance
 from tests.unit import openjpeg_reduced
-from tests.unit.pydicom_files import bundled_files, short_name
+from tests.unit.pydicom_files import bundled_files, short_name, testdata_files
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -136,9 +136,11 @@ def _check_levels(
 ) -> None:
     """Every level decodes to samples whose CRC-32 is the level's checksum.
 
-    OpenJPEG (pylibjpeg-openjpeg, discarding resolutions) must return exactly the checksummed
-    samples; OpenJPH (imagecodecs) must agree except where a reduced level overshoots the sample
-    range, which OpenJPEG clips and OpenJPH wraps around.  OpenJPEG cannot decode 32-bit samples,
+    OpenJPEG (pylibjpeg-openjpeg discarding resolutions, and ``imagecodecs.jpeg2k_decode`` with
+    ``skipres``) must return exactly the checksummed samples; ``imagecodecs.htj2k_decode`` (OpenJPH)
+    must agree except where a reduced level overshoots the sample range, which OpenJPEG clips and
+    imagecodecs' OpenJPH binding wraps around (it happens in most bundled images: a zero background
+    next to bright structures overshoots below 0 one level down).  OpenJPEG cannot decode 32-bit samples,
     so for those the levels are recomputed from pydicom's samples and compared with OpenJPH alone.
     """
     info = htj2k.parse_codestream(codestream)
@@ -152,6 +154,8 @@ def _check_levels(
             by_openjpeg = openjpeg_reduced.decode(codestream, reduce)
             assert by_openjpeg.dtype == expected.dtype
             assert np.array_equal(by_openjpeg, expected)
+            # imagecodecs' own OpenJPEG build gives the same samples (its OpenJPH binding wraps)
+            assert np.array_equal(imagecodecs.jpeg2k_decode(codestream, skipres=reduce or None), expected)
         by_openjph = imagecodecs.htj2k_decode(codestream, skipres=reduce or None)
         assert by_openjph.shape == expected.shape
         differ = by_openjph != expected
@@ -226,3 +230,10 @@ def test_every_listed_file_exists() -> None:
     assert set(EXPECTED_FAILURES) <= names
     assert names >= THIRTY_TWO_BIT_FILES
     assert len(names) - len(EXPECTED_FAILURES) >= 110
+
+
+def test_the_files_are_those_of_get_testdata_files() -> None:
+    # Given the files listed without pydicom's download step
+    # When asking pydicom for its test data files
+    # Then both lists are the same
+    assert testdata_files() == bundled_files()
