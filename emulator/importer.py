@@ -14,9 +14,10 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from emulator import imaging
 from emulator.backend import new_id
+from emulator.store import Store
 
 if TYPE_CHECKING:
     from emulator.backend import Backend
@@ -156,7 +158,6 @@ class ImportJobRunner:
     def _import(self, job: Any, datastore_id: str, objects: list[S3Object], outcome: JobOutcome) -> None:
         bucket, _ = split_s3_uri(job["input_s3_uri"])
         quotas = self.backend.quotas
-        instances: list[imaging.ImportedInstance] = []
         importable = []
         for obj in objects:
             if obj.size > quotas.bytes_per_file:
@@ -169,18 +170,22 @@ class ImportJobRunner:
             else:
                 importable.append(obj)
         # Files are read ahead by a few I/O threads (bounded, spooled to disk past SPOOL_BYTES) while
-        # this worker imports them one at a time, in order.
+        # this worker imports them in order.
         with ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="emulator-fetch") as pool:
             pending: deque[tuple[S3Object, Future[SpooledTemporaryFile[bytes]]]] = deque()
             queue = iter(importable)
             for obj in itertools.islice(queue, PREFETCH_FILES):
                 pending.append((obj, pool.submit(self._fetch, bucket, obj.key)))
-            while pending:
-                obj, future = pending.popleft()
-                following = next(queue, None)
-                if following is not None:
-                    pending.append((following, pool.submit(self._fetch, bucket, following.key)))
-                self._import_file(datastore_id, obj, future, instances, outcome)
+
+            def fetched() -> Iterator[tuple[str, Callable[[], BinaryIO]]]:
+                while pending:
+                    obj, future = pending.popleft()
+                    following = next(queue, None)
+                    if following is not None:
+                        pending.append((following, pool.submit(self._fetch, bucket, following.key)))
+                    yield obj.key, partial(_result, future)
+
+            instances = import_files(fetched(), self.backend.store, datastore_id, outcome)
         self._create_image_sets(datastore_id, instances, outcome)
 
     def _fetch(self, bucket: str, key: str) -> SpooledTemporaryFile[bytes]:
@@ -195,39 +200,6 @@ class ImportJobRunner:
             raise
         spool.seek(0)
         return spool
-
-    def _import_file(
-        self,
-        datastore_id: str,
-        obj: S3Object,
-        fetched: Future[SpooledTemporaryFile[bytes]],
-        instances: list[imaging.ImportedInstance],
-        outcome: JobOutcome,
-    ) -> None:
-        written: list[str] = []
-
-        def store_frame(data: bytes) -> str:
-            frame_id = new_id()
-            self.backend.store.write_frame(datastore_id, frame_id, data)
-            written.append(frame_id)
-            return frame_id
-
-        try:
-            with fetched.result() as handle:
-                instances.append(imaging.import_instance(cast(BinaryIO, handle), obj.key, store_frame))
-        except imaging.ImportFileError as error:
-            self.backend.store.delete_frames(datastore_id, written)
-            outcome.failures.append((obj.key, error.exception_type, error.message))
-        except (ClientError, BotoCoreError) as error:
-            self.backend.store.delete_frames(datastore_id, written)
-            message = f"Unable to read the file: {_error_code(error)}"
-            outcome.failures.append((obj.key, "ValidationException", message))
-        except Exception:
-            log.exception("unexpected failure importing a file of job %s", self.job_id)
-            self.backend.store.delete_frames(datastore_id, written)
-            outcome.failures.append(
-                (obj.key, "InternalServerException", "Internal error while importing the file")
-            )
 
     def _create_image_sets(
         self, datastore_id: str, instances: list[imaging.ImportedInstance], outcome: JobOutcome
@@ -311,3 +283,63 @@ def _error_code(error: Exception) -> str:
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", "Unknown"))
     return type(error).__name__
+
+
+def _result(future: Future[SpooledTemporaryFile[bytes]]) -> BinaryIO:
+    return cast(BinaryIO, future.result())
+
+
+def import_files(
+    files: Iterable[tuple[str, Callable[[], BinaryIO]]], store: Store, datastore_id: str, outcome: JobOutcome
+) -> list[imaging.ImportedInstance]:
+    """Import ``(key, open)`` pairs in order, one file being read while the previous one's frames encode.
+
+    Each file that fails is recorded in ``outcome.failures`` with its reason (its stored frames are
+    removed); the instances of the others are returned.  At most two files are in flight, so memory
+    stays bounded by a few frames whatever the number of files.
+    """
+    instances: list[imaging.ImportedInstance] = []
+    in_flight: tuple[str, imaging.PendingInstance, list[str]] | None = None
+
+    def finish(key: str, pending: imaging.PendingInstance, written: list[str]) -> None:
+        try:
+            instances.append(pending.result())
+        except Exception as error:  # noqa: BLE001 - every failure is reported for its file
+            _record_failure(store, datastore_id, key, written, error, outcome=outcome)
+
+    for key, opener in files:
+        written: list[str] = []
+
+        def store_frame(data: bytes, written: list[str] = written) -> str:
+            frame_id = new_id()
+            store.write_frame(datastore_id, frame_id, data)
+            written.append(frame_id)
+            return frame_id
+
+        try:
+            with opener() as handle:
+                pending = imaging.begin_import(handle, key, store_frame)
+        except Exception as error:  # noqa: BLE001 - every failure is reported for its file
+            _record_failure(store, datastore_id, key, written, error, outcome=outcome)
+            continue
+        if in_flight is not None:
+            finish(*in_flight)
+        in_flight = (key, pending, written)
+    if in_flight is not None:
+        finish(*in_flight)
+    return instances
+
+
+def _record_failure(
+    store: Store, datastore_id: str, key: str, written: list[str], error: Exception, *, outcome: JobOutcome
+) -> None:
+    store.delete_frames(datastore_id, written)
+    if isinstance(error, imaging.ImportFileError):
+        outcome.failures.append((key, error.exception_type, error.message))
+    elif isinstance(error, ClientError | BotoCoreError):
+        outcome.failures.append(
+            (key, "ValidationException", f"Unable to read the file: {_error_code(error)}")
+        )
+    else:
+        log.error("unexpected failure importing a file", exc_info=error)
+        outcome.failures.append((key, "InternalServerException", "Internal error while importing the file"))

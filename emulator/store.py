@@ -88,6 +88,7 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.frames_dir = self.data_dir / "frames"
         self.frames_dir.mkdir(exist_ok=True)
+        self._frame_dirs: set[Path] = set()
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.data_dir / "state.sqlite3", check_same_thread=False, isolation_level=None
@@ -127,11 +128,14 @@ class Store:
         return self.frames_dir / datastore_id / frame_id[:2] / f"{frame_id}.jph"
 
     def write_frame(self, datastore_id: str, frame_id: str, data: bytes) -> None:
+        """Write a frame file.  It is referenced only once its image set is committed, so a frame
+        interrupted by a crash is an unreferenced file, never a truncated frame of an image set."""
         path = self.frame_path(datastore_id, frame_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        partial.write_bytes(data)
-        partial.replace(path)
+        if path.parent not in self._frame_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._frame_dirs.add(path.parent)
+        with open(path, "wb") as handle:
+            handle.write(data)
 
     def delete_frames(self, datastore_id: str, frame_ids: list[str]) -> None:
         for frame_id in frame_ids:
@@ -145,6 +149,7 @@ class Store:
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             shutil.rmtree(self.frames_dir, ignore_errors=True)
             self.frames_dir.mkdir(exist_ok=True)
+            self._frame_dirs.clear()
 
     def close(self) -> None:
         with self._lock:

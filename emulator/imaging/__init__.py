@@ -9,7 +9,7 @@ raise :class:`ImportFileError`, one ``failure.ndjson`` line each.
 from emulator.imaging.errors import ExceptionType, ImportFileError
 from emulator.imaging.htj2k import FrameInfo, LevelChecksum
 from emulator.imaging.image_sets import SCHEMA_VERSION, build_metadata_document, group_into_image_sets
-from emulator.imaging.instance import ImportedInstance, import_instance
+from emulator.imaging.instance import ImportedInstance, PendingInstance, begin_import, import_instance
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -18,6 +18,8 @@ __all__ = [
     "ImportFileError",
     "ImportedInstance",
     "LevelChecksum",
+    "PendingInstance",
+    "begin_import",
     "build_metadata_document",
     "group_into_image_sets",
     "import_instance",

@@ -121,8 +121,12 @@ def _executor_of(pid: int) -> ThreadPoolExecutor:
 class _Pending:
     number: int
     frame: PreparedFrame
-    checksums: tuple[LevelChecksum, ...]
-    future: Future[bytes]
+    future: Future[tuple[bytes, tuple[LevelChecksum, ...]]]
+
+
+def _transcode(frame: PreparedFrame) -> tuple[bytes, tuple[LevelChecksum, ...]]:
+    """Encode and verify one frame and compute its per-level checksums (on a pool thread)."""
+    return encode_and_verify(frame), level_checksums(frame)
 
 
 class _FrameTranscoder:
@@ -140,9 +144,8 @@ class _FrameTranscoder:
             frame = prepare_frame(pixels, self._bits_stored)
         except HTJ2KError as exc:
             raise ImportFileError.validation(f"Frame {number} cannot be transcoded: {exc}") from exc
-        future = _executor().submit(encode_and_verify, frame)
-        checksums = level_checksums(frame)  # overlaps with the encoding
-        self._pending.append(_Pending(number, frame, checksums, future))
+        future = _executor().submit(_transcode, frame)
+        self._pending.append(_Pending(number, frame, future))
         while len(self._pending) > WORKERS:
             self._complete_oldest()
 
@@ -161,7 +164,7 @@ class _FrameTranscoder:
     def _complete_oldest(self) -> None:
         pending = self._pending.popleft()
         try:
-            codestream = pending.future.result()
+            codestream, checksums = pending.future.result()
         except VerificationError as exc:
             raise ImportFileError.internal(
                 f"Pixel data verification failed for frame {pending.number}: {exc}"
@@ -175,7 +178,7 @@ class _FrameTranscoder:
         self.frames.append(
             FrameInfo(
                 frame_id=frame_id,
-                checksums=pending.checksums,
+                checksums=checksums,
                 min_pixel_value=pending.frame.minimum,
                 max_pixel_value=pending.frame.maximum,
                 frame_size_in_bytes=int(pending.frame.pixels.nbytes),
@@ -289,6 +292,60 @@ def import_instance(
         data pydicom cannot decode; ``InternalServerException`` when transcoding, pixel verification
         or storing a frame fails.
     """
+    return begin_import(source, input_file, store_frame).result()
+
+
+class PendingInstance:
+    """An instance whose metadata is read and whose last frames may still be encoding.
+
+    :func:`begin_import` returns it as soon as every frame is decoded and handed to the encoding pool,
+    so a caller can start reading the next file while this one's frames are encoded, verified and
+    checksummed; :meth:`result` waits for them, stores them in order and returns the instance.
+    """
+
+    def __init__(
+        self, identity: tuple[str, str, str, str], levels: dict[Level, dict[str, Any]], vrs: dict[str, str],
+        transcoder: _FrameTranscoder,
+    ) -> None:  # fmt: skip
+        self._identity = identity
+        self._levels = levels
+        self._vrs = vrs
+        self._transcoder = transcoder
+
+    def result(self) -> ImportedInstance:
+        """Wait for the frames; raises ImportFileError when one fails verification or storage."""
+        try:
+            stored = self._transcoder.finish()
+        finally:
+            self._transcoder.abandon()
+        input_file, study_uid, series_uid, sop_uid = self._identity
+        return ImportedInstance(
+            input_file=input_file,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
+            patient=self._levels[Level.PATIENT],
+            study=self._levels[Level.STUDY],
+            series=self._levels[Level.SERIES],
+            instance=self._levels[Level.INSTANCE],
+            vrs=self._vrs,
+            frames=stored,
+        )
+
+    def abandon(self) -> None:
+        """Drop the frames still in flight (the caller gives up on this instance)."""
+        self._transcoder.abandon()
+
+
+def begin_import(
+    source: str | os.PathLike[str] | BinaryIO, input_file: str, store_frame: StoreFrame
+) -> PendingInstance:
+    """Read, validate and decode one DICOM P10 file, leaving its frames encoding on the pool.
+
+    The same as :func:`import_instance` (same parameters and errors) but in two steps: validation and
+    pixel decoding errors are raised here, transcoding and storage errors by ``result()``.  ``source``
+    may be closed once this returns.
+    """
     with _opened(source) as fp:
         ds = _read_dataset(fp)
         try:
@@ -312,18 +369,7 @@ def import_instance(
             levels, vrs = converted or _attributes(ds)
             for number, frame in frames:
                 transcoder.submit(number, frame)
-            stored = transcoder.finish()
-        finally:
+        except BaseException:
             transcoder.abandon()
-    return ImportedInstance(
-        input_file=input_file,
-        study_instance_uid=study_uid,
-        series_instance_uid=series_uid,
-        sop_instance_uid=sop_uid,
-        patient=levels[Level.PATIENT],
-        study=levels[Level.STUDY],
-        series=levels[Level.SERIES],
-        instance=levels[Level.INSTANCE],
-        vrs=vrs,
-        frames=stored,
-    )
+            raise
+    return PendingInstance((input_file, study_uid, series_uid, sop_uid), levels, vrs, transcoder)
