@@ -178,9 +178,10 @@ class Protocol:
             elif document is not None:
                 params[payload_member] = self._from_json(payload_shape, document, payload_member)
         elif isinstance(document, dict):
-            for name, member in body_members.items():
-                if name in document:
-                    params[name] = self._from_json(member, document[name], name)
+            for name, value in document.items():
+                if name not in body_members:
+                    raise ValidationException(f"Unknown member '{name}' in the request body")
+                params[name] = self._from_json(body_members[name], value, name)
         invalid = _Invalid()
         _validate(shape, params, "", invalid)
         invalid.raise_if_any()
