@@ -19,6 +19,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,7 @@ class Backend:
         self.quotas = config.quotas
         self._events_client: Any = None
         self._publishers: dict[tuple[str, str], EventPublisher] = {}
+        self._publishers_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
     def s3_client(self) -> Any:
@@ -113,16 +115,19 @@ class Backend:
     def events(self, account: str, region: str) -> EventPublisher:
         """The event publisher for a data store's account and Region (a no-op when events are off)."""
         key = (account, region)
-        if key not in self._publishers:
-            client = None
-            if self.config.events:
-                client = boto3.client(
-                    "events", region_name=region, endpoint_url=self.config.events_endpoint_url
-                )
-            self._publishers[key] = EventPublisher(
-                client, account=account, region=region, event_bus_name=self.config.event_bus_name
-            )
-        return self._publishers[key]
+        with self._publishers_lock:
+            return self._publishers.get(key) or self._new_publisher(key)
+
+    def _new_publisher(self, key: tuple[str, str]) -> EventPublisher:
+        account, region = key
+        client = None
+        if self.config.events:
+            client = boto3.client("events", region_name=region, endpoint_url=self.config.events_endpoint_url)
+        publisher = EventPublisher(
+            client, account=account, region=region, event_bus_name=self.config.event_bus_name
+        )
+        self._publishers[key] = publisher
+        return publisher
 
     def close(self) -> None:
         for publisher in self._publishers.values():
