@@ -216,6 +216,25 @@ def _htj2k_file() -> io.BytesIO:
     return _p10(ds, HTJ2KLossless)
 
 
+def _encoded_with(
+    transfer_syntax: str, encode: Callable[[np.ndarray[Any, Any]], bytes]
+) -> Callable[[], io.BytesIO]:
+    """The test image encoded by imagecodecs into ``transfer_syntax`` (unsigned, as JPEG lossless needs)."""
+
+    def build() -> io.BytesIO:
+        pixels = _unsigned_ct_pixels()
+        ds = _with_pixels(_dataset(), pixels, bits_stored=12)
+        ds.PixelData = encapsulate([bytes(encode(pixels))])
+        ds["PixelData"].VR = "OB"
+        return _p10(ds, transfer_syntax)
+
+    return build
+
+
+def _unsigned_ct_pixels() -> np.ndarray[Any, Any]:
+    return (_ct_pixels().astype(np.int32) + 2048).astype(np.uint16)
+
+
 def _compressed(transfer_syntax: str) -> Callable[[], io.BytesIO]:
     def build() -> io.BytesIO:
         ds = _with_pixels(_dataset(), _ct_pixels())
@@ -248,6 +267,36 @@ def test_supported_transfer_syntaxes_are_transcoded_losslessly(build: Callable[[
 
     # Then the stored frame holds the original pixels
     assert np.array_equal(imagecodecs.htj2k_decode(store.frames[instance.frames[0].frame_id]), _ct_pixels())
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _encoded_with(
+            "1.2.840.10008.1.2.4.57", lambda p: imagecodecs.jpeg8_encode(p, lossless=True, predictor=2)
+        ),
+        _encoded_with(
+            "1.2.840.10008.1.2.4.70", lambda p: imagecodecs.jpeg8_encode(p, lossless=True, predictor=1)
+        ),
+        _encoded_with("1.2.840.10008.1.2.4.80", imagecodecs.jpegls_encode),
+        _encoded_with(
+            "1.2.840.10008.1.2.4.202",
+            lambda p: imagecodecs.htj2k_encode(p, reversible=True, bitspersample=12, prog_order="RPCL"),
+        ),
+        _encoded_with("1.2.840.10008.1.2.4.203", lambda p: imagecodecs.htj2k_encode(p, reversible=True)),
+    ],
+    ids=["jpeg-lossless-14", "jpeg-lossless-sv1", "jpeg-ls", "htj2k-rpcl", "htj2k"],
+)
+def test_lossless_compressed_sources_are_transcoded_bit_exactly(build: Callable[[], io.BytesIO]) -> None:
+    # Given a 12-bit image in a compressed transfer syntax of platform spec §6.3 encoded by imagecodecs
+    store = FrameStore()
+
+    # When importing it
+    instance = _import(build(), store)
+
+    # Then the stored HTJ2K frame holds exactly the source samples
+    decoded = imagecodecs.htj2k_decode(store.frames[instance.frames[0].frame_id])
+    assert np.array_equal(decoded, _unsigned_ct_pixels())
 
 
 def test_sources_may_be_paths_or_unseekable_streams(tmp_path: Path) -> None:
