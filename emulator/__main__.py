@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--s3-endpoint-url", help="S3 to read inputs from (default: AWS_ENDPOINT_URL_S3 or AWS)"
     )
-    parser.add_argument("--events", action="store_true", help="publish service events to EventBridge")
+    parser.add_argument(
+        "--events",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="publish service events to EventBridge (default: on when an EventBridge endpoint is "
+        "configured: --events-endpoint-url, AWS_ENDPOINT_URL_EVENTS or AWS_ENDPOINT_URL)",
+    )
     parser.add_argument(
         "--events-endpoint-url", help="EventBridge endpoint (default: AWS_ENDPOINT_URL_EVENTS)"
     )
@@ -55,6 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def events_enabled(flag: bool | None, endpoint_url: str | None) -> bool:
+    """Events go out when asked, or by default when an EventBridge endpoint is configured."""
+    if flag is not None:
+        return flag
+    return bool(
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_EVENTS") or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -63,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         account_id=args.account_id,
         region=args.region,
         s3_endpoint_url=args.s3_endpoint_url,
-        events=args.events,
+        events=events_enabled(args.events, args.events_endpoint_url),
         events_endpoint_url=args.events_endpoint_url,
         event_bus_name=args.event_bus_name,
         throttling=args.throttling,
