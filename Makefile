@@ -44,6 +44,7 @@ demo: $(STAMP)  ## Run the end-to-end scenario on bundled sample DICOM (local, o
 
 test: $(STAMP)  ## Lint, type-check and run every test
 	$(MAKE) --no-print-directory lint typecheck
+	$(MAKE) --no-print-directory template
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)  ## Only the unit tests (no servers)
@@ -75,6 +76,75 @@ lock: $(STAMP)  ## Re-resolve requirements/dev.in into the pinned lock file
 
 clean:  ## Remove the virtual environment, caches and local state
 	rm -rf $(VENV) .emulator demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TOOLS_VENV) .aws-sam
+	rm -rf .local
 
 print-python:
 	@echo $(PYTHON)
+
+# ---------------------------------------------------------------- the SAM template
+# cfn-lint and aws-sam-cli live in their own virtual environment, installed from their own lock:
+# aws-sam-cli pins boto3, botocore and more to ranges that conflict with requirements/dev.lock.
+
+TOOLS_VENV := .venv-tools
+TOOLS_BIN := $(TOOLS_VENV)/bin
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+TOOLS_LOCK := requirements/tools.lock
+SAM := SAM_CLI_TELEMETRY=0 $(TOOLS_BIN)/sam
+# What the Lambda runtime provides besides the standard library (/var/runtime: boto3 and its
+# dependencies), at the versions of the tools' lock; the import check puts it last on the path.
+LAMBDA_RUNTIME_DIR := $(TOOLS_VENV)/lambda-runtime
+LAMBDA_RUNTIME_PACKAGES := boto3|botocore|jmespath|python-dateutil|s3transfer|six|urllib3
+
+# The functions' runtime, python3.12 exactly: `sam build` runs pip with the python3.12 it finds on
+# PATH, and the import check imports the built functions with it.  Found on PATH or under pyenv.
+LAMBDA_PYTHON ?= $(shell \
+	for candidate in python3.12 \
+	    $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.12*/bin/python3.12 2>/dev/null); do \
+	  if command -v $$candidate >/dev/null 2>&1 && \
+	     $$candidate -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then \
+	    $$candidate -c 'import sys; print(sys.executable)'; break; \
+	  fi; \
+	done)
+
+.PHONY: template tools lock-tools
+
+$(TOOLS_STAMP): $(TOOLS_LOCK)
+	@test -n "$(PYTHON)" || { echo "Python >= 3.11 not found (3.12+ preferred); set PYTHON=..." >&2; exit 1; }
+	@echo "Creating $(TOOLS_VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	@test -x $(TOOLS_BIN)/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@echo '*' > $(TOOLS_VENV)/.gitignore
+	$(TOOLS_BIN)/python -m pip install --quiet --upgrade pip
+	$(TOOLS_BIN)/python -m pip install --quiet -r $(TOOLS_LOCK)
+	grep -iE '^($(LAMBDA_RUNTIME_PACKAGES))==' $(TOOLS_LOCK) > $(TOOLS_VENV)/lambda-runtime.txt
+	$(TOOLS_BIN)/python -m pip install --quiet --no-deps --upgrade --target $(LAMBDA_RUNTIME_DIR) \
+	    -r $(TOOLS_VENV)/lambda-runtime.txt
+	@touch $@
+
+tools: $(TOOLS_STAMP)  ## Install cfn-lint and aws-sam-cli into .venv-tools from requirements/tools.lock
+
+template: $(TOOLS_STAMP)  ## cfn-lint, sam validate --lint, sam build, and every built function imports on python3.12
+	@test -n "$(LAMBDA_PYTHON)" || { echo "python3.12 (the Lambda runtime) not found; set LAMBDA_PYTHON=..." >&2; exit 1; }
+	$(TOOLS_BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1
+	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" $(SAM) build --cached --parallel
+	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(TOOLS_BIN)/python tools/check_lambda_imports.py \
+	    --python $(LAMBDA_PYTHON) --runtime-dir $(LAMBDA_RUNTIME_DIR) --env-vars events/env.json \
+	    --sam $(TOOLS_BIN)/sam
+
+lock-tools: $(TOOLS_STAMP)  ## Re-resolve requirements/tools.in into requirements/tools.lock
+	$(TOOLS_BIN)/python -m pip install --quiet --upgrade -r requirements/tools.in
+	$(TOOLS_BIN)/python -m pip freeze --exclude-editable > $(TOOLS_LOCK)
+
+# ---------------------------------------------------------------- the stack offline (local/)
+# `make demo` runs local/demo.py (the whole pipeline); `make demo DICOM_DIR=path` uploads your own folder.
+
+LOCAL_PORT ?= 4566
+
+.PHONY: local demo-emulator
+
+local: $(STAMP)  ## Run template.yaml offline on 127.0.0.1:$(LOCAL_PORT) until Ctrl-C (outputs in .local/)
+	$(BIN)/python -m local --port $(LOCAL_PORT) --data-dir .local
+
+demo-emulator: $(STAMP)  ## The HealthImaging emulator alone, end to end on bundled sample DICOM
+	$(BIN)/python -m local.emulator_demo

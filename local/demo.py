@@ -1,266 +1,417 @@
-"""``make demo``: the emulator scenario end to end, offline, on DICOM files bundled with pydicom.
+"""``make demo``: the pipeline of ``template.yaml`` end to end, offline, on sample DICOM.
 
-Starts S3 (moto) and the HealthImaging emulator on loopback, uploads sample DICOM (plus one file that is
-not DICOM, to show failure reporting), creates a data store, imports, searches, reads metadata, fetches
-and decodes frames, checks them against the source pixels and the service's CRC32 checksums, and prints
-what happened.  Until the pipeline lands (issues 3-7) this is the project's main job on its default input.
+Starts the template on the local stack (:class:`local.stack.LocalStack`), uploads DICOM under
+``incoming/`` of the landing bucket (the samples bundled with pydicom, plus a file that is not DICOM, a
+zero-byte object and a folder marker; or, with ``--dicom-dir`` / ``DICOM_DIR``, every file of a folder
+of your own, recursively), then follows every stage the template has until the stack is idle: upload
+events handled, batches recorded, import jobs finished.  It ends with a summary of files, batches,
+jobs, image sets and every failure with its reason, and exits 0 when nothing was lost (each upload
+imported, reported with a reason, or skipped by StartImport with a logged reason; nothing in a
+dead-letter queue).
 
-Only non-identifying facts are printed (ids, modality, counts, sizes): never names, IDs or dates.
+Only non-identifying facts are printed (keys the user chose, ids, counts, sizes): never DICOM content.
+The functions' own logs go to ``<data dir>/functions.log``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import contextlib
 import json
 import logging
 import os
-import tempfile
+import sys
 import time
-import warnings
-import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import boto3
-import imagecodecs
-import numpy as np
-import pydicom
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
-from pydicom.data import get_testdata_file
+from local.progress import Board
+from local.samples import sample_paths
+from local.stack import LocalStack, StackError
+from local.template import TemplateError
 
-from emulator.config import EmulatorConfig
-from emulator.server import Emulator
+__all__ = ["DemoResult", "main", "run", "uploads"]
 
-SAMPLES = (
-    "CT_small.dcm",  # CT, 16-bit signed, explicit VR little endian
-    "MR_small.dcm",  # MR, 16-bit, explicit VR
-    "emri_small.dcm",  # MR, 10 frames
-    "SC_rgb_rle.dcm",  # RGB, RLE lossless
-    "JPEG2000.dcm",  # JPEG 2000 lossless source
-    "693_J2KR.dcm",  # from the pydicom-data package
-)
-ROLE_ARN = "arn:aws:iam::123456789012:role/ImportJobDataAccessRole"
-REGION = "us-east-1"
+INCOMING = "incoming/"
+#: Parameters the demo sets when the template declares them: a short batching window for a quick run.
+DEMO_PARAMETERS = {"UploadBatchingWindowSeconds": "2"}
 
 
-def step(title: str) -> Callable[[str], None]:
-    print(f"\n== {title}")
-    return lambda line: print(f"   {line}")
+@dataclass(frozen=True)
+class Upload:
+    """One object the demo puts under ``incoming/``."""
+
+    key: str
+    body: bytes | None = None
+    path: Path | None = None
+    kind: str = "DICOM"
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None else len(self.body or b"")
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def sample_paths() -> list[tuple[str, Path]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [(name, Path(str(get_testdata_file(name)))) for name in SAMPLES if get_testdata_file(name)]
-
-
-def run(output_dir: Path) -> int:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="ahi-demo-"))
-    config = EmulatorConfig(
-        data_dir=data_dir, s3_endpoint_url=moto_url, events=True, events_endpoint_url=moto_url
-    )
-    try:
-        with Emulator(config) as emulator:
-            return scenario(emulator, moto_url, output_dir)
-    finally:
-        moto.stop()
-
-
-def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noqa: PLR0915 - a linear script
-    endpoint = emulator.endpoint_url
-    say = step("Local stack")
-    ahi: Any = boto3.client(
-        "medical-imaging", region_name=REGION, endpoint_url=endpoint, config=Config(inject_host_prefix=False)
-    )
-    s3: Any = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
-    say(f"S3 (moto) on {moto_url}, HealthImaging emulator on {endpoint}")
-    sqs: Any = boto3.client("sqs", region_name=REGION, endpoint_url=moto_url)
-    events: Any = boto3.client("events", region_name=REGION, endpoint_url=moto_url)
-    queue_url = sqs.create_queue(QueueName="service-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(Name="healthimaging-events", EventPattern=json.dumps({"source": ["aws.medical-imaging"]}))
-    events.put_targets(Rule="healthimaging-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    say("EventBridge rule: source aws.medical-imaging → SQS queue service-events")
-
-    say = step("Upload sample DICOM to s3://demo-input/study/ (nested folders)")
-    s3.create_bucket(Bucket="demo-input")
-    s3.create_bucket(Bucket="demo-output")
-    samples = sample_paths()
-    for index, (name, path) in enumerate(samples):
-        key = f"study/series-{index % 2}/{name}"
-        s3.upload_file(str(path), "demo-input", key)
-        say(f"{key}  ({path.stat().st_size:,} bytes)")
-    s3.put_object(Bucket="demo-input", Key="study/notes/readme.txt", Body=b"not a DICOM file")
-    say("study/notes/readme.txt  (not DICOM: must be reported, not lost)")
-
-    say = step("Create a data store")
-    datastore_id = ahi.create_datastore(datastoreName="demo", tags={"project": "demo"})["datastoreId"]
-    wait_for(
-        lambda: (
-            ahi.get_datastore(datastoreId=datastore_id)["datastoreProperties"]["datastoreStatus"] == "ACTIVE"
-        ),
-        "the data store",
-    )
-    say(f"{datastore_id}: ACTIVE")
-
-    say = step("Import (StartDICOMImportJob on the prefix)")
-    started = time.monotonic()
-    job = ahi.start_dicom_import_job(
-        jobName="demo-import",
-        datastoreId=datastore_id,
-        dataAccessRoleArn=ROLE_ARN,
-        inputS3Uri="s3://demo-input/study/",
-        outputS3Uri="s3://demo-output/import-results/",
-        clientToken="demo-batch-1",
-    )
-    say(f"job {job['jobId']}: {job['jobStatus']}")
-
-    def job_done() -> bool:
-        status = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job["jobId"])["jobProperties"][
-            "jobStatus"
+def uploads(dicom_dir: Path | None) -> list[Upload]:
+    """What to upload: the bundled samples and three odd objects, or every file under ``dicom_dir``."""
+    if dicom_dir is not None:
+        files = sorted(p for p in dicom_dir.rglob("*") if p.is_file())
+        return [
+            Upload(f"{INCOMING}{p.relative_to(dicom_dir).as_posix()}", path=p, kind="file") for p in files
         ]
-        return bool(status in ("COMPLETED", "FAILED"))
-
-    wait_for(job_done, "the import job")
-    properties = ahi.get_dicom_import_job(datastoreId=datastore_id, jobId=job["jobId"])["jobProperties"]
-    say(
-        f"job {properties['jobStatus']} in {time.monotonic() - started:.1f} s; "
-        f"results in {properties['outputS3Uri']}"
-    )
-    bucket, _, folder = properties["outputS3Uri"].removeprefix("s3://").partition("/")
-    manifest = json.loads(
-        s3.get_object(Bucket=bucket, Key=f"{folder}job-output-manifest.json")["Body"].read()
-    )
-    summary = manifest["jobSummary"]
-    say(
-        f"scanned {summary['numberOfScannedFiles']}, imported {summary['numberOfImportedFiles']}, "
-        f"customer errors {summary['numberOfFilesWithCustomerError']}, "
-        f"server errors {summary['numberOfFilesWithServerError']}, "
-        f"image sets {summary['numberOfGeneratedImageSets']}"
-    )
-    failures = s3.get_object(Bucket=bucket, Key=f"{folder}FAILURE/failure.ndjson")["Body"].read().decode()
-    for line in failures.splitlines():
-        record = json.loads(line)
-        say(
-            f"FAILED {record['inputFile']}: "
-            f"{record['exception']['exceptionType']}: {record['exception']['message']}"
-        )
-
-    say = step("Search the data store (SearchImageSets, newest first)")
-    found = ahi.search_image_sets(datastoreId=datastore_id, searchCriteria={"sort": _sort()})[
-        "imageSetsMetadataSummaries"
+    samples = [
+        Upload(f"{INCOMING}samples/series-{index % 2}/{name}", path=path)
+        for index, (name, path) in enumerate(sample_paths())
     ]
-    for item in found:
-        tags = item.get("DICOMTags", {})
-        say(
-            f"{item['imageSetId']}  v{item['version']}  {tags.get('DICOMSeriesModality') or '?':<3} "
-            f"instances: {tags.get('DICOMNumberOfStudyRelatedInstances')}"
+    return [
+        *samples,
+        Upload(f"{INCOMING}samples/notes/readme.txt", body=b"not a DICOM file", kind="not DICOM"),
+        Upload(f"{INCOMING}samples/empty.dcm", body=b"", kind="zero-byte"),
+        Upload(f"{INCOMING}samples/folder/", body=b"", kind="folder marker"),
+    ]
+
+
+@dataclass
+class DemoResult:
+    """What the pipeline did with the uploads."""
+
+    uploaded: int = 0
+    events_handled: int = 0
+    batches: Counter[str] = field(default_factory=Counter)
+    jobs: Counter[str] = field(default_factory=Counter)
+    imported: int = 0
+    image_sets: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    not_batched: int = 0
+    dead_letters: int = 0
+    unaccounted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unaccounted and not self.dead_letters and self.events_handled >= self.uploaded
+
+
+class Demo:
+    """The scenario on a running stack; ``out`` receives everything printed."""
+
+    def __init__(self, stack: LocalStack, out: TextIO, *, tty: bool | None = None) -> None:
+        self.stack = stack
+        self.out = out
+        self.board = Board(out, tty=tty)
+        self.s3 = stack.client("s3")
+        self.sqs = stack.client("sqs")
+        self.ahi = stack.client("medical-imaging")
+        self.dynamodb = stack.client("dynamodb")
+        self.outputs = stack.outputs
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ steps
+    def upload(self, items: list[Upload]) -> None:
+        bucket = self.outputs["LandingBucketName"]
+        total = sum(item.size for item in items)
+        self.say(f"\n== Upload {len(items)} objects ({total:,} bytes) to s3://{bucket}/{INCOMING}")
+        row = self.board.row("objects uploaded", total=len(items))
+        for item in items:
+            if item.path is not None:
+                self.s3.upload_file(str(item.path), bucket, item.key)
+            else:
+                self.s3.put_object(Bucket=bucket, Key=item.key, Body=item.body or b"")
+            row.advance()
+            self.board.refresh()
+        row.finish()
+        self.board.close()
+
+    def follow(self, expected_events: int, timeout: float) -> None:
+        """Progress of every stage the template has, until the whole stack is idle."""
+        self.say("\n== Pipeline (until every queue is empty, every function idle, every job finished)")
+        events = self.board.row("upload events handled", total=expected_events)
+        batches = self.board.row("batches submitted") if "BatchTableName" in self.outputs else None
+        jobs = self.board.row("import jobs finished") if "DatastoreId" in self.outputs else None
+
+        def update(reason: str | None) -> None:
+            events.set(len(self._handled_events()), expected_events)
+            if batches is not None:
+                states = self._batch_states()
+                done = sum(states[s] for s in ("SUBMITTED", "EMPTY", "FAILED"))
+                batches.set(done, sum(states.values()))
+            if jobs is not None:
+                statuses = self._job_statuses()
+                jobs.set(statuses["COMPLETED"] + statuses["FAILED"], sum(statuses.values()))
+            if events.done >= expected_events:
+                events.finish()
+            if reason is None:
+                for row in self.board.rows:
+                    row.finish()
+            self.board.refresh()
+
+        self.stack.wait_idle(timeout=timeout, settle=0.5, progress=_throttled(update, 0.2))
+        update(None)
+        self.board.close()
+
+    def summarize(self, items: list[Upload], function_log: Path | None) -> DemoResult:
+        result = DemoResult(uploaded=len(items), events_handled=len(self._handled_events()))
+        members = self._batch_members(result)
+        self._job_results(result, members)
+        batched = {key for key, _ in members.values()}
+        result.not_batched = sum(1 for item in items if item.key not in batched)
+        result.skipped = _skip_reasons(function_log)
+        dead_letter = self.outputs.get("UploadDeadLetterQueueUrl")
+        if dead_letter:
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=dead_letter, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            result.dead_letters = int(attributes["ApproximateNumberOfMessages"])
+        self._print_summary(items, result)
+        return result
+
+    # ------------------------------------------------------------------ reading the stages
+    def _handled_events(self) -> set[str]:
+        queue = self.outputs.get("UploadQueueUrl")
+        arns = {r.attributes.get("Arn") for r in self.stack.resources.values() if r.physical_id == queue}
+        handled: set[str] = set()
+        for delivery in self.stack.deliveries.snapshot():
+            if delivery.source in arns:
+                handled |= set(delivery.message_ids) - set(delivery.failed_ids)
+        return handled
+
+    def _batch_items(self) -> list[dict[str, Any]]:
+        table = self.outputs.get("BatchTableName")
+        if not table:
+            return []
+        items: list[dict[str, Any]] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=table):
+            for item in page["Items"]:
+                if item.get("kind", {}).get("S") == "batch":
+                    items.append({name: next(iter(value.values())) for name, value in item.items()})
+        return items
+
+    def _batch_states(self) -> Counter[str]:
+        return Counter(str(item.get("state", "?")) for item in self._batch_items())
+
+    def _job_statuses(self) -> Counter[str]:
+        return Counter(summary["jobStatus"] for summary in self._jobs())
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        datastore = self.outputs.get("DatastoreId")
+        if not datastore:
+            return []
+        jobs: list[dict[str, Any]] = []
+        for page in self.ahi.get_paginator("list_dicom_import_jobs").paginate(datastoreId=datastore):
+            jobs += page["jobSummaries"]
+        return jobs
+
+    def _batch_members(self, result: DemoResult) -> dict[str, tuple[str, str]]:
+        """Staged key → (uploaded key, member status), from each batch's manifest."""
+        members: dict[str, tuple[str, str]] = {}
+        for item in self._batch_items():
+            result.batches[str(item.get("state", "?"))] += 1
+            uri = str(item.get("manifestUri", ""))
+            if not uri.startswith("s3://"):
+                continue
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            for member in manifest.get("members", []):
+                members[member["stagedKey"]] = (member["key"], member.get("status", ""))
+                if member.get("status") == "unavailable":
+                    result.failures.append((member["key"], f"not staged: {member.get('reason', '?')}"))
+        return members
+
+    def _job_results(self, result: DemoResult, members: dict[str, tuple[str, str]]) -> None:
+        datastore = self.outputs.get("DatastoreId")
+        imported: set[str] = set()
+        for summary in self._jobs():
+            result.jobs[summary["jobStatus"]] += 1
+            job = self.ahi.get_dicom_import_job(datastoreId=datastore, jobId=summary["jobId"])[
+                "jobProperties"
+            ]
+            bucket, _, folder = str(job.get("outputS3Uri", "")).removeprefix("s3://").partition("/")
+            with contextlib.suppress(self.s3.exceptions.NoSuchKey):
+                manifest = json.loads(
+                    self.s3.get_object(Bucket=bucket, Key=f"{folder}job-output-manifest.json")["Body"].read()
+                )
+                result.image_sets += int(manifest["jobSummary"].get("numberOfGeneratedImageSets", 0))
+            for record in self._ndjson(bucket, f"{folder}SUCCESS/success.ndjson"):
+                imported.add(_staged_key(record.get("inputFile", "")))
+            for record in self._ndjson(bucket, f"{folder}FAILURE/failure.ndjson"):
+                staged = _staged_key(record.get("inputFile", ""))
+                exception = record.get("exception", {})
+                reason = f"{exception.get('exceptionType', '?')}: {exception.get('message', '')}"
+                result.failures.append((members.get(staged, (staged, ""))[0], reason))
+            if job["jobStatus"] == "FAILED":
+                result.failures.append((f"job {summary['jobId']}", str(job.get("message", "FAILED"))))
+        result.imported = len(imported)
+        reported = {key for key, _ in result.failures}
+        for staged, (key, status) in members.items():
+            if status != "unavailable" and staged not in imported and key not in reported:
+                result.unaccounted.append(key)
+
+    def _ndjson(self, bucket: str, key: str) -> Iterator[dict[str, Any]]:
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        except self.s3.exceptions.NoSuchKey:
+            return
+        for line in body.splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    # ------------------------------------------------------------------ summary
+    def _print_summary(self, items: list[Upload], result: DemoResult) -> None:
+        self.say("\n== Summary")
+        kinds = Counter(item.kind for item in items)
+        described = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+        self.say(f"   files uploaded:     {result.uploaded} ({described})")
+        self.say(f"   upload events:      {result.events_handled} handled by StartImport")
+        batches = ", ".join(f"{n} {state}" for state, n in sorted(result.batches.items())) or "none"
+        self.say(f"   batches:            {sum(result.batches.values())} ({batches})")
+        jobs = ", ".join(f"{n} {status}" for status, n in sorted(result.jobs.items())) or "none"
+        self.say(f"   import jobs:        {sum(result.jobs.values())} ({jobs})")
+        self.say(f"   imported:           {result.imported} files into {result.image_sets} image sets")
+        skipped = ", ".join(f"{reason} ×{n}" for reason, n in result.skipped.items())
+        self.say(
+            f"   not batched:        {result.not_batched}" + (f" (skipped: {skipped})" if skipped else "")
         )
+        self.say(f"   failures:           {len(result.failures)}")
+        for key, reason in result.failures:
+            self.say(f"     {key}: {reason}")
+        self.say(f"   dead-letter queue:  {result.dead_letters} message(s)")
+        for key in result.unaccounted:
+            self.say(f"   LOST: {key} is in a batch but neither imported nor reported")
+        self.say("   " + ("every upload is accounted for" if result.ok else "SOMETHING WAS LOST (see above)"))
 
-    say = step("Read metadata and fetch every frame; decode and verify")
-    sources = {name: path for name, path in sample_paths()}
-    checked = frames_total = 0
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for item in found:
-        image_set_id = item["imageSetId"]
-        blob = ahi.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id)
-        document = json.loads(gzip.decompress(blob["imageSetMetadataBlob"].read()))
-        series = next(iter(document["Study"]["Series"].values()))
-        for sop_uid, instance in series["Instances"].items():
-            frames = instance.get("ImageFrames") or []
-            source = _source_pixels(sources, sop_uid)
-            for index, frame in enumerate(frames):
-                body = ahi.get_image_frame(
-                    datastoreId=datastore_id,
-                    imageSetId=image_set_id,
-                    imageFrameInformation={"imageFrameId": frame["ID"]},
-                )
-                encoded = body["imageFrameBlob"].read()
-                pixels = imagecodecs.htj2k_decode(encoded)
-                full = max(
-                    frame["PixelDataChecksumFromBaseToFullResolution"], key=lambda level: level["Width"]
-                )
-                crc_ok = zlib.crc32(np.ascontiguousarray(pixels).tobytes()) == full["Checksum"]
-                same = source is not None and np.array_equal(_frame(source, index, len(frames)), pixels)
-                frames_total += 1
-                checked += int(crc_ok and same)
-                if index == 0:
-                    levels = " → ".join(
-                        f"{lvl['Width']}×{lvl['Height']}"
-                        for lvl in frame["PixelDataChecksumFromBaseToFullResolution"]
-                    )
-                    say(
-                        f"{image_set_id} frame {frame['ID'][:8]}…: {body['contentType']}, "
-                        f"{len(encoded):,} bytes (raw {frame['FrameSizeInBytes']:,}), levels {levels}; "
-                        f"CRC32 {'ok' if crc_ok else 'MISMATCH'}, "
-                        f"pixels {'identical to source' if same else 'DIFFER'}"
-                    )
-                    small = imagecodecs.htj2k_decode(encoded, skipres=len(levels.split(" → ")) - 1)
-                    (output_dir / f"{image_set_id}-{frame['ID']}.jph").write_bytes(encoded)
-                    say(f"  lowest resolution level decodes to {small.shape[1]}×{small.shape[0]}")
 
-    say = step("Service events received on EventBridge")
-    emulator.wait_idle()
-    received: dict[str, int] = {}
-    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            detail_type = json.loads(message["Body"])["detail-type"]
-            received[detail_type] = received.get(detail_type, 0) + 1
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    for detail_type, count in received.items():
-        say(f"{count:3d} × {detail_type}")
+def _staged_key(input_file: str) -> str:
+    """A job's ``inputFile`` (``s3://bucket/key`` or ``key``) as a key."""
+    if input_file.startswith("s3://"):
+        return input_file.removeprefix("s3://").partition("/")[2]
+    return input_file
 
-    say = step("Summary")
-    say(
-        f"{summary['numberOfImportedFiles']} of {summary['numberOfScannedFiles']} files imported into "
-        f"{len(found)} image sets; {len(failures.splitlines())} file(s) reported with a reason"
+
+def _skip_reasons(function_log: Path | None) -> Counter[str]:
+    """Reasons StartImport logged for the uploads it skipped (its JSON log lines)."""
+    reasons: Counter[str] = Counter()
+    if function_log is None or not function_log.exists():
+        return reasons
+    for line in function_log.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("message") == "upload skipped":
+                reasons[str(record.get("reason", "?"))] += 1
+    return reasons
+
+
+def _throttled(function: Any, interval: float) -> Any:
+    last = [0.0]
+
+    def call(reason: str | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval:
+            last[0] = now
+            function(reason)
+
+    return call
+
+
+def run(
+    *,
+    dicom_dir: Path | None = None,
+    template: Path = Path("template.yaml"),
+    data_dir: Path = Path(".local/demo"),
+    parameters: dict[str, str] | None = None,
+    port: int = 0,
+    throttling: bool = False,
+    time_scale: float = 1.0,
+    timeout: float = 600.0,
+    out: TextIO | None = None,
+    tty: bool | None = None,
+) -> int:
+    """The whole demo; 0 when every upload is accounted for."""
+    out = out or sys.stdout
+    items = uploads(dicom_dir)
+    if not items:
+        print(f"no files under {dicom_dir}", file=out)
+        return 2
+    function_log = data_dir / "functions.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    function_log.write_text("")
+    overrides = _demo_parameters(template, parameters or {})
+    print(f"== Local stack from {template}", file=out, flush=True)
+    started = time.monotonic()
+    with LocalStack(
+        template,
+        port=port,
+        parameters=overrides,
+        data_dir=data_dir,
+        throttling=throttling,
+        time_scale=time_scale,
+        function_log=function_log,
+        outputs_file=data_dir / "outputs.json",
+    ) as stack:
+        print(
+            f"   stack {stack.stack_name} on {stack.endpoint_url}: {len(stack.resources)} resources, "
+            f"{len(stack.functions)} function(s), started in {time.monotonic() - started:.1f} s",
+            file=out,
+            flush=True,
+        )
+        if overrides:
+            print("   parameters: " + ", ".join(f"{k}={v}" for k, v in overrides.items()), file=out)
+        demo = Demo(stack, out, tty=tty)
+        demo.upload(items)
+        demo.follow(expected_events=len(items), timeout=timeout)
+        result = demo.summarize(items, function_log)
+    print(f"\nFunction logs: {function_log}", file=out)
+    return 0 if result.ok else 1
+
+
+def _demo_parameters(template: Path, given: dict[str, str]) -> dict[str, str]:
+    from local.template import load_template  # noqa: PLC0415 - only to see which parameters exist
+
+    declared = load_template(template).parameters
+    chosen = {name: value for name, value in DEMO_PARAMETERS.items() if name in declared}
+    return chosen | given
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.demo", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    say(f"{checked} of {frames_total} frames decoded bit-identical to the source and matched their CRC32")
-    say(f"HTJ2K frames written to {output_dir}/")
-    return 0 if checked == frames_total and summary["numberOfImportedFiles"] == len(samples) else 1
-
-
-def _sort() -> dict[str, str]:
-    return {"sortField": "updatedAt", "sortOrder": "DESC"}
-
-
-def _source_pixels(sources: dict[str, Path], sop_uid: str) -> np.ndarray | None:
-    for path in sources.values():
-        dataset = pydicom.dcmread(path)
-        if str(dataset.SOPInstanceUID) == sop_uid:
-            return np.asarray(dataset.pixel_array)
-    return None
-
-
-def _frame(pixels: np.ndarray, index: int, count: int) -> np.ndarray:
-    return pixels[index] if count > 1 else pixels
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--output", type=Path, default=Path("demo-output"))
-    args = parser.parse_args()
-    return run(args.output)
+    parser.add_argument(
+        "--dicom-dir",
+        type=Path,
+        default=Path(os.environ["DICOM_DIR"]) if os.environ.get("DICOM_DIR") else None,
+        help="upload every file under this folder, recursively (default: DICOM_DIR, else bundled samples)",
+    )
+    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser.add_argument("--data-dir", type=Path, default=Path(".local/demo"))
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--port", type=int, default=0, help="the endpoint's port (0: any free one)")
+    parser.add_argument("--throttling", action="store_true", help="enforce HealthImaging's documented TPS")
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the pipeline")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    if args.dicom_dir is not None and not args.dicom_dir.is_dir():
+        print(f"error: {args.dicom_dir} is not a folder", file=sys.stderr)
+        return 2
+    parameters = dict(pair.split("=", 1) for pair in args.parameter)
+    try:
+        return run(
+            dicom_dir=args.dicom_dir,
+            template=args.template,
+            data_dir=args.data_dir,
+            parameters=parameters,
+            port=args.port,
+            throttling=args.throttling,
+            time_scale=args.time_scale,
+            timeout=args.timeout,
+        )
+    except (StackError, TemplateError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+"""The batch table (DynamoDB ``BATCH_TABLE``, partition key ``batchId``, GSI ``byJobId`` on ``jobId``).
+
+Three kinds of item share the table, told apart by the ``batchId`` value and a ``kind`` attribute:
+
+``<40 hex>`` (kind ``batch``)
+    One per batch: ``state`` (PLANNED → STAGED → SUBMITTED, or FAILED with ``error``, or EMPTY when no
+    member could be staged), ``files``, ``bytes``, ``manifestUri`` (the member list in S3),
+    ``inputS3Uri``, ``datastoreId``, ``jobId`` once submitted (indexed by ``byJobId``), ``stagedFiles``,
+    ``unavailableFiles``, ``attempts``, timestamps.
+``object#<object id>`` (kind ``claim``)
+    One per accepted upload: ``owner`` is the batch it belongs to.  Claims make an upload belong to one
+    batch forever, so a redelivered message that arrives grouped with other uploads resumes that batch
+    instead of planning a second one around the same file.
+``lease#planner`` (kind ``lease``)
+    A short lease held while claims are read and written, so that check-then-claim is atomic even if
+    two invocations ever run at once (StartImport's reserved concurrency is 1, so it is never contended
+    in normal operation).  It expires on its own if its holder dies.
+
+A batch item is written only after all of its claims: a claim whose batch item does not exist is an
+orphan of an interrupted invocation and counts as no claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+__all__ = ["BatchRecord", "BatchState", "BatchStore", "LeaseUnavailableError"]
+
+CLAIM_PREFIX: Final = "object#"
+LEASE_KEY: Final = "lease#planner"
+_GET_CHUNK: Final = 100  # BatchGetItem's limit
+_WRITE_CHUNK: Final = 25  # BatchWriteItem's limit
+
+
+class BatchState(enum.StrEnum):
+    PLANNED = "PLANNED"
+    STAGED = "STAGED"
+    SUBMITTED = "SUBMITTED"
+    FAILED = "FAILED"
+    EMPTY = "EMPTY"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    batch_id: str
+    state: BatchState
+    manifest_uri: str
+    job_id: str | None = None
+    staged: bool = False
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Nothing is left to do for the batch: its job was started, or nothing could be staged."""
+        return self.state in (BatchState.SUBMITTED, BatchState.EMPTY)
+
+
+class LeaseUnavailableError(RuntimeError):
+    """Another invocation holds the planning lease for longer than we may wait."""
+
+
+def _now_iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class BatchStore:
+    """Batch records, upload claims and the planning lease.
+
+    Parameters
+    ----------
+    client
+        A boto3 DynamoDB client.
+    table
+        ``BATCH_TABLE``.
+    clock, sleep
+        Wall-clock seconds and sleep; injected in tests.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._clock = clock
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ claims
+    def owners(self, object_ids: Iterable[str]) -> dict[str, str]:
+        """``{object_id: batch_id}`` for the uploads already claimed by a batch (strongly consistent)."""
+        keys = [CLAIM_PREFIX + object_id for object_id in sorted(set(object_ids))]
+        items = self._get_many(keys, projection="batchId, #owner", names={"#owner": "owner"})
+        return {item["batchId"]["S"].removeprefix(CLAIM_PREFIX): item["owner"]["S"] for item in items}
+
+    def claim(self, batch_id: str, object_ids: Iterable[str]) -> None:
+        """Make ``batch_id`` the owner of every upload in ``object_ids`` (call under the lease)."""
+        stamp = _now_iso(self._clock())
+        items = [
+            {
+                "batchId": {"S": CLAIM_PREFIX + object_id},
+                "kind": {"S": "claim"},
+                "owner": {"S": batch_id},
+                "claimedAt": {"S": stamp},
+            }
+            for object_id in sorted(set(object_ids))
+        ]
+        for chunk in _chunks(items, _WRITE_CHUNK):
+            requests: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in chunk]
+            for attempt in range(10):
+                response = self._client.batch_write_item(RequestItems={self._table: requests})
+                requests = response.get("UnprocessedItems", {}).get(self._table, [])
+                if not requests:
+                    break
+                self._sleep(min(2.0, 0.05 * 2**attempt))
+            else:
+                raise RuntimeError(f"DynamoDB left {len(requests)} claims unprocessed after 10 attempts")
+
+    # ------------------------------------------------------------------ batches
+    def records(self, batch_ids: Iterable[str]) -> dict[str, BatchRecord]:
+        """The batch items that exist among ``batch_ids``."""
+        items = self._get_many(sorted(set(batch_ids)))
+        return {item["batchId"]["S"]: _record(item) for item in items}
+
+    def create(
+        self, *, batch_id: str, files: int, size: int, manifest_uri: str, input_s3_uri: str, datastore_id: str
+    ) -> None:
+        """Write a PLANNED batch item unless the batch already has one."""
+        stamp = _now_iso(self._clock())
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "batchId": {"S": batch_id},
+                    "kind": {"S": "batch"},
+                    "state": {"S": BatchState.PLANNED.value},
+                    "files": {"N": str(files)},
+                    "bytes": {"N": str(size)},
+                    "manifestUri": {"S": manifest_uri},
+                    "inputS3Uri": {"S": input_s3_uri},
+                    "datastoreId": {"S": datastore_id},
+                    "attempts": {"N": "0"},
+                    "createdAt": {"S": stamp},
+                    "updatedAt": {"S": stamp},
+                },
+                ConditionExpression="attribute_not_exists(batchId)",
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+
+    def mark_staged(self, batch_id: str, *, staged_files: int, staged_bytes: int, unavailable: int) -> None:
+        self._update(
+            batch_id,
+            "SET #state = :state, stagedFiles = :files, stagedBytes = :bytes, unavailableFiles = :gone, "
+            "stagedAt = :now, updatedAt = :now",
+            {
+                ":state": {"S": BatchState.STAGED.value},
+                ":files": {"N": str(staged_files)},
+                ":bytes": {"N": str(staged_bytes)},
+                ":gone": {"N": str(unavailable)},
+            },
+        )
+
+    def mark_submitted(self, batch_id: str, *, job_id: str) -> None:
+        self._update(
+            batch_id,
+            "SET #state = :state, jobId = :job, submittedAt = :now, updatedAt = :now, "
+            "attempts = attempts + :one REMOVE #error",
+            {":state": {"S": BatchState.SUBMITTED.value}, ":job": {"S": job_id}, ":one": {"N": "1"}},
+            names={"#error": "error"},
+            allow_submitted=True,
+        )
+
+    def mark_empty(self, batch_id: str) -> None:
+        self._update(
+            batch_id,
+            "SET #state = :state, updatedAt = :now",
+            {":state": {"S": BatchState.EMPTY.value}},
+        )
+
+    def mark_failed(self, batch_id: str, reason: str) -> None:
+        """Record why the last attempt failed (never downgrades a SUBMITTED batch)."""
+        self._update(
+            batch_id,
+            "SET #state = :state, #error = :error, updatedAt = :now, attempts = attempts + :one",
+            {":state": {"S": BatchState.FAILED.value}, ":error": {"S": reason[:1000]}, ":one": {"N": "1"}},
+            names={"#error": "error"},
+        )
+
+    # ------------------------------------------------------------------ lease
+    @contextlib.contextmanager
+    def lease(self, owner: str, *, hold_for: float, wait_for: float = 20.0) -> Iterator[None]:
+        """Hold the planning lease for at most ``hold_for`` seconds, waiting up to ``wait_for`` for it.
+
+        Raises
+        ------
+        LeaseUnavailableError
+            When another holder kept it for longer than ``wait_for``.
+        """
+        give_up = self._clock() + wait_for
+        delay = 0.1
+        while not self._acquire(owner, hold_for):
+            if self._clock() + delay > give_up:
+                raise LeaseUnavailableError("another StartImport invocation is planning batches")
+            self._sleep(delay)
+            delay = min(delay * 2, 2.0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ClientError):
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key={"batchId": {"S": LEASE_KEY}},
+                    ConditionExpression="#owner = :me",
+                    ExpressionAttributeNames={"#owner": "owner"},
+                    ExpressionAttributeValues={":me": {"S": owner}},
+                )
+
+    def _acquire(self, owner: str, hold_for: float) -> bool:
+        now = self._clock()
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "batchId": {"S": LEASE_KEY},
+                    "kind": {"S": "lease"},
+                    "owner": {"S": owner},
+                    "expiresAt": {"N": f"{now + hold_for:.3f}"},
+                },
+                ConditionExpression="attribute_not_exists(batchId) OR expiresAt < :now OR #owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":me": {"S": owner}},
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ helpers
+    def _update(
+        self,
+        batch_id: str,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str] | None = None,
+        allow_submitted: bool = False,
+    ) -> None:
+        condition = "attribute_exists(batchId)"
+        if not allow_submitted:
+            condition += " AND #state <> :submitted"
+            values = {**values, ":submitted": {"S": BatchState.SUBMITTED.value}}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"batchId": {"S": batch_id}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state", **(names or {})},
+                ExpressionAttributeValues={":now": {"S": _now_iso(self._clock())}, **values},
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+
+    def _get_many(
+        self, keys: Sequence[str], *, projection: str | None = None, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(keys, _GET_CHUNK):
+            request: dict[str, Any] = {
+                "Keys": [{"batchId": {"S": key}} for key in chunk],
+                "ConsistentRead": True,
+            }
+            if projection:
+                request["ProjectionExpression"] = projection
+            if names:
+                request["ExpressionAttributeNames"] = names
+            for attempt in range(10):
+                response = self._client.batch_get_item(RequestItems={self._table: request})
+                found.extend(response.get("Responses", {}).get(self._table, []))
+                unprocessed = response.get("UnprocessedKeys", {}).get(self._table)
+                if not unprocessed:
+                    break
+                request = unprocessed
+                self._sleep(min(2.0, 0.05 * 2**attempt))
+            else:
+                raise RuntimeError("DynamoDB left keys unprocessed after 10 attempts")
+        return found
+
+
+def _record(item: dict[str, Any]) -> BatchRecord:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return BatchRecord(
+        batch_id=item["batchId"]["S"],
+        state=BatchState(item["state"]["S"]),
+        manifest_uri=text("manifestUri") or "",
+        job_id=text("jobId"),
+        staged="stagedAt" in item,
+        error=text("error"),
+    )

@@ -1,0 +1,151 @@
+"""HealthImaging for the ingest stage: StartDICOMImportJob, patient with the service's limits.
+
+botocore (adaptive retry mode, :mod:`ahi_pipeline.clients`) already retries ``ThrottlingException``
+and server errors with exponential backoff.  On top of that, this gateway retries — a bounded number of
+times, with exponential backoff and jitter, never past the caller's deadline — what botocore leaves:
+
+* ``ServiceQuotaExceededException``: 100 concurrent import jobs per data store are running;
+* ``ConflictException``: the data store is busy (e.g. not ACTIVE for a moment);
+* ``ThrottlingException`` / ``InternalServerException`` that outlasted botocore's attempts.
+
+Anything else (``ValidationException``, ``AccessDeniedException``, ``ResourceNotFoundException``) is a
+configuration problem and is raised at once.  Because every call carries ``clientToken = batchId``, a
+retry that follows a lost response returns the job already started instead of a second one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_medical_imaging import HealthImagingClient
+
+__all__ = ["ImagingGateway", "ImportJobRequest", "ImportStartError", "StartedJob"]
+
+RETRYABLE: Final = frozenset(
+    {
+        "ServiceQuotaExceededException",
+        "ConflictException",
+        "ThrottlingException",
+        "InternalServerException",
+    }
+)
+THROTTLING: Final = frozenset({"ThrottlingException", "ServiceQuotaExceededException"})
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJobRequest:
+    datastore_id: str
+    job_name: str
+    client_token: str
+    data_access_role_arn: str
+    input_s3_uri: str
+    output_s3_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedJob:
+    job_id: str
+    status: str
+    #: Attempts that were throttled or refused for quota, botocore's and this gateway's together.
+    throttled: int
+
+
+class ImportStartError(RuntimeError):
+    """The job could not be started; ``retryable`` tells whether a later attempt may succeed."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool, throttled: int = 0) -> None:
+        super().__init__(f"StartDICOMImportJob failed: {code}: {message}")
+        self.code = code
+        self.retryable = retryable
+        self.throttled = throttled
+
+
+class ImagingGateway:
+    """The HealthImaging calls of the ingest stage.
+
+    Parameters
+    ----------
+    client
+        A boto3 ``medical-imaging`` client.
+    attempts, base_delay, max_delay
+        This gateway's own retries of :data:`RETRYABLE` errors (after botocore's).
+    sleep, clock
+        Injected in unit tests.
+    """
+
+    def __init__(
+        self,
+        client: HealthImagingClient,
+        *,
+        attempts: int = 4,
+        base_delay: float = 2.0,
+        max_delay: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._attempts = attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._sleep = sleep
+        self._clock = clock
+
+    def start_import_job(self, request: ImportJobRequest, *, deadline: float | None = None) -> StartedJob:
+        """Start (or, for a known ``client_token``, find) the import job.
+
+        ``deadline`` is a ``clock()`` value after which no retry is attempted.
+
+        Raises
+        ------
+        ImportStartError
+            With ``retryable`` set when the job may start later (quota, throttling, conflict).
+        """
+        throttled = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._client.start_dicom_import_job(
+                    datastoreId=request.datastore_id,
+                    jobName=request.job_name,
+                    clientToken=request.client_token,
+                    dataAccessRoleArn=request.data_access_role_arn,
+                    inputS3Uri=request.input_s3_uri,
+                    outputS3Uri=request.output_s3_uri,
+                )
+            except ClientError as error:
+                code = str(error.response.get("Error", {}).get("Code", "ClientError"))
+                message = str(error.response.get("Error", {}).get("Message", ""))
+                throttled += _retries_of(error.response) + (code in THROTTLING)
+                if code not in RETRYABLE:
+                    raise ImportStartError(code, message, retryable=False, throttled=throttled) from error
+                delay = self._delay(attempt)
+                if attempt >= self._attempts or (deadline is not None and self._clock() + delay > deadline):
+                    raise ImportStartError(code, message, retryable=True, throttled=throttled) from error
+                self._sleep(delay)
+            except BotoCoreError as error:  # connection errors that outlasted botocore's retries
+                raise ImportStartError(type(error).__name__, str(error), retryable=True) from error
+            else:
+                throttled += _retries_of(response)
+                return StartedJob(job_id=response["jobId"], status=response["jobStatus"], throttled=throttled)
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": uniform in [c/2, c] where c = min(max, base·2^(n-1))."""
+        ceiling: float = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _retries_of(response: object) -> int:
+    """botocore's retry count for a call (``ResponseMetadata.RetryAttempts``)."""
+    if isinstance(response, dict):
+        metadata = response.get("ResponseMetadata")
+        if isinstance(metadata, dict):
+            return int(metadata.get("RetryAttempts", 0) or 0)
+    return 0
