@@ -1,4 +1,4 @@
-"""``make bench``: the emulator's import benchmarks, measured side by side in one run.
+"""``make bench``: the benchmarks, measured side by side in one run (ingest ones in ``bench.ingest``).
 
 1. Import throughput.  A 300-slice 512×512 16-bit CT series is imported by the emulator (one import
    worker, in its own process, reading from moto's S3 in another process), and compared with the floor of
@@ -34,6 +34,7 @@ import numpy as np
 import pydicom
 from botocore.config import Config
 
+from bench import ingest
 from bench.synthetic import ct_series
 from emulator import imaging
 from emulator.backend import new_id
@@ -261,13 +262,16 @@ def main() -> int:
     parser.add_argument(
         "--file-size", type=int, default=256, help="rows = columns of the memory test's files"
     )
-    parser.add_argument("--only", choices=("throughput", "memory"))
+    parser.add_argument("--only", choices=("throughput", "memory", "ingest"))
     args = parser.parse_args()
     results = []
     if args.only in (None, "throughput"):
         results.append(bench_throughput(args.slices, args.rounds))
     if args.only in (None, "memory"):
         results.append(bench_memory(args.files, args.file_size))
+    if args.only in (None, "ingest"):
+        results.append(ingest.bench_planning())
+        results.append(ingest.bench_cold_start())
     return 0 if all(results) else 1
 
 
