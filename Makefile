@@ -40,7 +40,7 @@ $(STAMP): $(LOCK)
 venv: $(STAMP)  ## Create the virtual environment from the lock file
 
 demo: $(STAMP)  ## Run the end-to-end scenario on bundled sample DICOM (local, offline)
-	$(BIN)/python -m local.demo
+	$(BIN)/python -m local.demo $(if $(DICOM_DIR),--dicom-dir "$(DICOM_DIR)")
 
 test: $(STAMP)  ## Lint, type-check and run every test
 	$(MAKE) --no-print-directory lint typecheck
