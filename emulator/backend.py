@@ -43,6 +43,7 @@ from emulator.scheduler import Scheduler
 from emulator.store import Store, compress_document, decompress_document, now, to_datetime
 
 ARCHIVE_AFTER = timedelta(days=30)
+_FRAME_ID_CACHE_SIZE = 1024  # versions whose frame ids are kept (oldest dropped first)
 _UNSUPPORTED = "is not supported by the HealthImaging emulator"
 
 
@@ -101,6 +102,7 @@ class Backend:
         self._events_client: Any = None
         self._publishers: dict[tuple[str, str], EventPublisher] = {}
         self._publishers_lock = threading.Lock()
+        self._frame_id_cache: dict[tuple[str, int], frozenset[str]] = {}
 
     # ------------------------------------------------------------------ plumbing
     def s3_client(self) -> Any:
@@ -535,9 +537,17 @@ class Backend:
             "contentType": "image/jph",
         }
 
-    def _frame_ids(self, image_set_id: str, version: int) -> set[str]:
-        document = self.document(image_set_id, version)
-        return set(iter_frame_ids(document))
+    def _frame_ids(self, image_set_id: str, version: int) -> frozenset[str]:
+        """The frame ids of one version, cached: a version never changes, and GetImageFrame is the
+        hottest call (1,000 TPS on the service), so it must not decompress the metadata every time."""
+        key = (image_set_id, version)
+        cached = self._frame_id_cache.get(key)
+        if cached is None:
+            cached = frozenset(iter_frame_ids(self.document(image_set_id, version)))
+            if len(self._frame_id_cache) >= _FRAME_ID_CACHE_SIZE:
+                self._frame_id_cache.pop(next(iter(self._frame_id_cache)))
+            self._frame_id_cache[key] = cached
+        return cached
 
     def list_image_set_versions(self, ctx: RequestContext, **params: Any) -> dict[str, Any]:
         row = self._image_set_row(ctx, params["datastoreId"], params["imageSetId"])
@@ -881,12 +891,7 @@ class Backend:
         with self.store.transaction() as db:
             source = self._lock_for_write(db, ctx, datastore_id, source_id)
             self._check_latest(source, source_info["latestVersionId"])
-            source_document = decompress_document(
-                db.execute(
-                    "SELECT document FROM versions WHERE image_set_id = ? AND version = ?",
-                    (source_id, source["latest_version"]),
-                ).fetchone()["document"]
-            )
+            source_document = self._stored_document(db, source_id, source["latest_version"])
             selected = image_set_copy.select_copy(
                 source_document, copiable.encode() if isinstance(copiable, str) else copiable
             )
@@ -904,11 +909,8 @@ class Backend:
                     )
                 destination = self._lock_for_write(db, ctx, datastore_id, destination_id)
                 self._check_latest(destination, destination_info["latestVersionId"])
-                destination_document = decompress_document(
-                    db.execute(
-                        "SELECT document FROM versions WHERE image_set_id = ? AND version = ?",
-                        (destination_id, destination["latest_version"]),
-                    ).fetchone()["document"]
+                destination_document = self._stored_document(
+                    db, destination_id, destination["latest_version"]
                 )
                 try:
                     merged, failure = self._within_size(
