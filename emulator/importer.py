@@ -51,7 +51,7 @@ class JobOutcome:
     scanned: int = 0
     imported: list[tuple[str, str]] = field(default_factory=list)  # (input file, image set id)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (input file, type, message)
-    image_sets: list[tuple[str, int]] = field(default_factory=list)  # (image set id, instance count)
+    image_sets: list[tuple[str, int, bool]] = field(default_factory=list)  # (id, instance count, primary)
 
     @property
     def customer_errors(self) -> int:
@@ -218,27 +218,38 @@ class ImportJobRunner:
                 image_set_id = new_id()
                 document = imaging.build_metadata_document(datastore_id, image_set_id, group)
                 series_uid = group[0].series_instance_uid
+                is_primary = series_uid not in primary_series
                 self.backend.create_image_set(
                     db,
                     datastore_id=datastore_id,
                     image_set_id=image_set_id,
                     document=document,
                     workflow_status="CREATED",
-                    is_primary=series_uid not in primary_series,
+                    is_primary=is_primary,
                 )
                 primary_series.add(series_uid)
-                outcome.image_sets.append((image_set_id, len(group)))
+                outcome.image_sets.append((image_set_id, len(group), is_primary))
                 outcome.imported.extend((instance.input_file, image_set_id) for instance in group)
 
     def _publish_image_sets(self, outcome: JobOutcome) -> None:
-        for image_set_id, _ in outcome.image_sets:
+        for image_set_id, _, _ in outcome.image_sets:
             self.backend.image_set_event(image_set_id)
 
     # ------------------------------------------------------------------ output
     def _write_results(self, job: Any, output_uri: str, outcome: JobOutcome) -> None:
         bucket, folder = split_s3_uri(output_uri)
+        # The newer shape: imports always create version 1 here, and say whether the image set is
+        # primary (the first of its series in the data store), in the lines and in the summary.
+        primary = {image_set_id: is_primary for image_set_id, _, is_primary in outcome.image_sets}
         success_lines = _ndjson(
-            {"inputFile": key, "importResponse": {"imageSetId": image_set_id}}
+            {
+                "inputFile": key,
+                "importResponse": {
+                    "imageSetId": image_set_id,
+                    "imageSetVersion": "1",
+                    "isPrimary": primary[image_set_id],
+                },
+            }
             for key, image_set_id in outcome.imported
         )
         failure_lines = _ndjson(
@@ -261,8 +272,13 @@ class ImportJobRunner:
                 "numberOfFilesWithServerError": outcome.server_errors,
                 "numberOfGeneratedImageSets": len(outcome.image_sets),
                 "imageSetsSummary": [
-                    {"imageSetId": image_set_id, "numberOfMatchedSOPInstances": count}
-                    for image_set_id, count in outcome.image_sets
+                    {
+                        "imageSetId": image_set_id,
+                        "imageSetVersion": "1",
+                        "isPrimary": is_primary,
+                        "numberOfMatchedSOPInstances": count,
+                    }
+                    for image_set_id, count, is_primary in outcome.image_sets
                 ],
             }
         }

@@ -121,6 +121,14 @@ def test_import_reports_every_file_in_the_manifest_and_ndjson(
         f"input/{key}" for keys in valid.values() for key in keys
     )
     assert {line["importResponse"]["imageSetId"] for line in results.success} == set(results.image_set_ids)
+    # Then: the newer fields: every import creates version 1, and the first image set of each series
+    # in the data store is primary, in the lines and in the summary alike
+    assert all(line["importResponse"]["imageSetVersion"] == "1" for line in results.success)
+    primary = {s["imageSetId"]: s["isPrimary"] for s in summary["imageSetsSummary"]}
+    assert all(line["importResponse"]["isPrimary"] is primary[line["importResponse"]["imageSetId"]]
+               for line in results.success)
+    assert all(s["imageSetVersion"] == "1" for s in summary["imageSetsSummary"])
+    assert any(primary.values())
 
     # Then: FAILURE lines name every bad file with a ValidationException and its reason
     assert all(set(line) == {"inputFile", "exception"} for line in results.failure)

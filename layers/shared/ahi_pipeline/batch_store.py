@@ -15,6 +15,17 @@ Three kinds of item share the table, told apart by the ``batchId`` value and a `
     A short lease held while claims are read and written, so that check-then-claim is atomic even if
     two invocations ever run at once (StartImport's reserved concurrency is 1, so it is never contended
     in normal operation).  It expires on its own if its holder dies.
+``job#<job id>`` (kind ``job``)
+    The completion stage's record of an import job: ``state`` QUEUED (the reconciler sent it for
+    handling), IN_PROGRESS (an attempt started; ``attempts`` counts them), HANDLED (results read,
+    report written, events put: final), ERROR (the last attempt failed; ``error`` says why, and the
+    message is retried until the dead-letter queue) or IGNORED (not started by this pipeline).
+    ``batchId``, ``jobStatus``, ``outcome``, counts and ``reportUri`` once handled.  The item has no
+    ``jobId`` attribute, so the ``byJobId`` index holds batch items only.
+
+Once the completion stage has read a batch's job, the batch's ``state`` becomes COMPLETED (every file
+imported), PARTIAL (some failed) or FAILED with ``jobStatus`` (the job failed or imported nothing), and
+StartImport never changes a batch that has a ``jobId`` again.
 
 A batch item is written only after all of its claims: a claim whose batch item does not exist is an
 orphan of an interrupted invocation and counts as no claim.
@@ -32,9 +43,10 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-__all__ = ["BatchRecord", "BatchState", "BatchStore", "LeaseUnavailableError"]
+__all__ = ["BatchRecord", "BatchState", "BatchStore", "JobRecord", "JobState", "LeaseUnavailableError"]
 
 CLAIM_PREFIX: Final = "object#"
+JOB_PREFIX: Final = "job#"
 LEASE_KEY: Final = "lease#planner"
 _GET_CHUNK: Final = 100  # BatchGetItem's limit
 _WRITE_CHUNK: Final = 25  # BatchWriteItem's limit
@@ -46,6 +58,30 @@ class BatchState(enum.StrEnum):
     SUBMITTED = "SUBMITTED"
     FAILED = "FAILED"
     EMPTY = "EMPTY"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    HANDLED = "HANDLED"
+    ERROR = "ERROR"
+    IGNORED = "IGNORED"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.HANDLED, JobState.IGNORED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    state: JobState
+    attempts: int = 0
+    batch_id: str | None = None
+    error: str | None = None
+    report_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +95,8 @@ class BatchRecord:
 
     @property
     def finished(self) -> bool:
-        """Nothing is left to do for the batch: its job was started, or nothing could be staged."""
-        return self.state in (BatchState.SUBMITTED, BatchState.EMPTY)
+        """Nothing is left for StartImport to do: the batch has a job, or nothing could be staged."""
+        return self.job_id is not None or self.state in (BatchState.SUBMITTED, BatchState.EMPTY)
 
 
 class LeaseUnavailableError(RuntimeError):
@@ -183,13 +219,14 @@ class BatchStore:
         )
 
     def mark_submitted(self, batch_id: str, *, job_id: str) -> None:
+        """Record the batch's job (again, harmlessly, until the completion stage has read the job)."""
         self._update(
             batch_id,
             "SET #state = :state, jobId = :job, submittedAt = :now, updatedAt = :now, "
             "attempts = attempts + :one REMOVE #error",
             {":state": {"S": BatchState.SUBMITTED.value}, ":job": {"S": job_id}, ":one": {"N": "1"}},
             names={"#error": "error"},
-            allow_submitted=True,
+            condition="attribute_not_exists(jobId) OR (jobId = :job AND #state = :state)",
         )
 
     def mark_empty(self, batch_id: str) -> None:
@@ -200,13 +237,189 @@ class BatchStore:
         )
 
     def mark_failed(self, batch_id: str, reason: str) -> None:
-        """Record why the last attempt failed (never downgrades a SUBMITTED batch)."""
+        """Record why the last attempt failed (never touches a batch that has a job)."""
         self._update(
             batch_id,
             "SET #state = :state, #error = :error, updatedAt = :now, attempts = attempts + :one",
             {":state": {"S": BatchState.FAILED.value}, ":error": {"S": reason[:1000]}, ":one": {"N": "1"}},
             names={"#error": "error"},
         )
+
+    def mark_imported(
+        self,
+        batch_id: str,
+        *,
+        job_id: str,
+        state: BatchState,
+        job_status: str,
+        imported: int,
+        failed: int,
+        image_sets: int,
+        report_uri: str,
+        error: str | None = None,
+    ) -> None:
+        """Record what the batch's import job did (COMPLETED, PARTIAL or FAILED); only for that job."""
+        values: dict[str, Any] = {
+            ":state": {"S": state.value},
+            ":job": {"S": job_id},
+            ":status": {"S": job_status},
+            ":imported": {"N": str(imported)},
+            ":failed": {"N": str(failed)},
+            ":sets": {"N": str(image_sets)},
+            ":report": {"S": report_uri},
+        }
+        expression = (
+            "SET #state = :state, jobStatus = :status, importedFiles = :imported, failedFiles = :failed, "
+            "imageSets = :sets, reportUri = :report, completedAt = :now, updatedAt = :now"
+        )
+        if error:
+            expression += ", #error = :error"
+            values[":error"] = {"S": error[:1000]}
+        else:
+            expression += " REMOVE #error"
+        self._update(batch_id, expression, values, names={"#error": "error"}, condition="jobId = :job")
+
+    def batch_of_job(self, job_id: str) -> str | None:
+        """The batch whose job is ``job_id`` (the ``byJobId`` index), or ``None``."""
+        response = self._client.query(
+            TableName=self._table,
+            IndexName="byJobId",
+            KeyConditionExpression="jobId = :job",
+            ExpressionAttributeValues={":job": {"S": job_id}},
+            ProjectionExpression="batchId, kind",
+        )
+        for item in response.get("Items", []):
+            if item.get("kind", {}).get("S", "batch") == "batch":
+                return str(item["batchId"]["S"])
+        return None
+
+    # ------------------------------------------------------------------ jobs
+    def job_records(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
+        """The job records that exist among ``job_ids`` (strongly consistent)."""
+        items = self._get_many([JOB_PREFIX + job_id for job_id in sorted(set(job_ids))])
+        records = (_job_record(item) for item in items)
+        return {record.job_id: record for record in records}
+
+    def queue_job(self, job_id: str, *, job_status: str) -> bool:
+        """Write a QUEUED record unless the job has any record; ``True`` when written."""
+        stamp = _now_iso(self._clock())
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "batchId": {"S": JOB_PREFIX + job_id},
+                    "kind": {"S": "job"},
+                    "state": {"S": JobState.QUEUED.value},
+                    "jobStatus": {"S": job_status},
+                    "attempts": {"N": "0"},
+                    "queuedAt": {"S": stamp},
+                    "updatedAt": {"S": stamp},
+                },
+                ConditionExpression="attribute_not_exists(batchId)",
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def begin_job(self, job_id: str, *, batch_id: str | None, job_status: str) -> JobRecord | None:
+        """Count an attempt and mark the job IN_PROGRESS, unless it is already final.
+
+        Returns the final record instead when the job was handled or ignored before.
+        """
+        values: dict[str, Any] = {
+            ":state": {"S": JobState.IN_PROGRESS.value},
+            ":status": {"S": job_status},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":handled": {"S": JobState.HANDLED.value},
+            ":ignored": {"S": JobState.IGNORED.value},
+            ":now": {"S": _now_iso(self._clock())},
+        }
+        expression = (
+            "SET #state = :state, #kind = :kind, jobStatus = :status, startedAt = :now, updatedAt = :now, "
+            "attempts = if_not_exists(attempts, :zero) + :one"
+        )
+        values[":kind"] = {"S": "job"}
+        if batch_id:
+            expression += ", sourceBatchId = :batch"
+            values[":batch"] = {"S": batch_id}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"batchId": {"S": JOB_PREFIX + job_id}},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
+                ExpressionAttributeNames={"#state": "state", "#kind": "kind"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+            return self.job_records([job_id]).get(job_id)
+        return None
+
+    def finish_job(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        outcome: str | None = None,
+        counts: dict[str, int] | None = None,
+        report_uri: str | None = None,
+    ) -> bool:
+        """Mark the job final (HANDLED or IGNORED); ``False`` if another attempt already did."""
+        values: dict[str, Any] = {
+            ":state": {"S": state.value},
+            ":handled": {"S": JobState.HANDLED.value},
+            ":ignored": {"S": JobState.IGNORED.value},
+            ":now": {"S": _now_iso(self._clock())},
+        }
+        expression = "SET #state = :state, handledAt = :now, updatedAt = :now"
+        if outcome:
+            expression += ", outcome = :outcome"
+            values[":outcome"] = {"S": outcome}
+        if report_uri:
+            expression += ", reportUri = :report"
+            values[":report"] = {"S": report_uri}
+        for index, (name, value) in enumerate(sorted((counts or {}).items())):
+            expression += f", {name} = :n{index}"
+            values[f":n{index}"] = {"N": str(value)}
+        expression += " REMOVE #error"
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"batchId": {"S": JOB_PREFIX + job_id}},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
+                ExpressionAttributeNames={"#state": "state", "#error": "error"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """Record why the last attempt failed (the job stays open for a retry)."""
+        with contextlib.suppress(ClientError):
+            self._client.update_item(
+                TableName=self._table,
+                Key={"batchId": {"S": JOB_PREFIX + job_id}},
+                UpdateExpression="SET #state = :state, #kind = :kind, #error = :error, updatedAt = :now",
+                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
+                ExpressionAttributeNames={"#state": "state", "#error": "error", "#kind": "kind"},
+                ExpressionAttributeValues={
+                    ":state": {"S": JobState.ERROR.value},
+                    ":kind": {"S": "job"},
+                    ":error": {"S": reason[:1000]},
+                    ":handled": {"S": JobState.HANDLED.value},
+                    ":ignored": {"S": JobState.IGNORED.value},
+                    ":now": {"S": _now_iso(self._clock())},
+                },
+            )
 
     # ------------------------------------------------------------------ lease
     @contextlib.contextmanager
@@ -266,11 +479,11 @@ class BatchStore:
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
-        allow_submitted: bool = False,
+        condition: str = "attribute_not_exists(jobId) AND #state <> :submitted",
     ) -> None:
-        condition = "attribute_exists(batchId)"
-        if not allow_submitted:
-            condition += " AND #state <> :submitted"
+        """Update a batch item that exists, if ``condition`` holds (StartImport's default: no job yet)."""
+        condition = f"attribute_exists(batchId) AND ({condition})"
+        if ":submitted" in condition:
             values = {**values, ":submitted": {"S": BatchState.SUBMITTED.value}}
         try:
             self._client.update_item(
@@ -309,6 +522,21 @@ class BatchStore:
             else:
                 raise RuntimeError("DynamoDB left keys unprocessed after 10 attempts")
         return found
+
+
+def _job_record(item: dict[str, Any]) -> JobRecord:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return JobRecord(
+        job_id=item["batchId"]["S"].removeprefix(JOB_PREFIX),
+        state=JobState(item["state"]["S"]),
+        attempts=int(item.get("attempts", {}).get("N", "0")),
+        batch_id=text("sourceBatchId"),
+        error=text("error"),
+        report_uri=text("reportUri"),
+    )
 
 
 def _record(item: dict[str, Any]) -> BatchRecord:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MAX_ATTEMPTS", "POOL_CONNECTIONS", "dynamodb", "medical_imaging", "s3"]
+__all__ = ["MAX_ATTEMPTS", "POOL_CONNECTIONS", "dynamodb", "events", "medical_imaging", "s3", "sqs"]
 
 MAX_ATTEMPTS: Final = 10
 #: S3 copies run on this many threads (one connection each).
@@ -52,3 +52,15 @@ def medical_imaging() -> HealthImagingClient:
 def dynamodb() -> Any:
     """The DynamoDB client (untyped: the project does not install ``mypy-boto3-dynamodb``)."""
     return _session().client("dynamodb", config=_config())
+
+
+@per_environment
+def events() -> Any:
+    """The EventBridge client (untyped: the project does not install ``mypy-boto3-events``)."""
+    return _session().client("events", config=_config())
+
+
+@per_environment
+def sqs() -> Any:
+    """The SQS client (untyped: the project does not install ``mypy-boto3-sqs``)."""
+    return _session().client("sqs", config=_config())

@@ -11,7 +11,7 @@ as unavailable instead of importing the newer content twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +34,8 @@ __all__ = [
 COPY_MULTIPART_THRESHOLD: Final = 256 * 1024**2
 COPY_PART_SIZE: Final = 128 * 1024**2
 COPY_THREADS: Final = 32
+#: Bytes read at a time when an object is streamed line by line.
+LINE_CHUNK: Final = 64 * 1024
 
 #: Error codes meaning "this upload no longer exists as its event described it": final, not transient.
 #: (``NoSuchBucket`` is not one: a missing bucket is a configuration error, and retried.)
@@ -179,7 +181,30 @@ class S3Gateway:
             if _error_code(error) in ("NoSuchKey", "404"):
                 raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
             raise
-        document = json.loads(response["Body"].read())
+        try:
+            document = json.loads(response["Body"].read())
+        except ValueError as error:
+            raise ValueError(f"s3://{bucket}/{key} is not valid JSON (truncated or corrupt?)") from error
         if not isinstance(document, dict):
             raise ValueError(f"s3://{bucket}/{key} is not a JSON object")
         return document
+
+    def lines(self, bucket: str, key: str, *, chunk_size: int = LINE_CHUNK) -> Iterator[bytes]:
+        """The lines of an object, streamed ``chunk_size`` bytes at a time (never the whole object).
+
+        Raises
+        ------
+        DocumentMissingError
+            When there is no such object (raised on the first ``next``).
+        """
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in ("NoSuchKey", "404"):
+                raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
+            raise
+        body = response["Body"]
+        try:
+            yield from body.iter_lines(chunk_size=chunk_size)
+        finally:
+            body.close()

@@ -19,8 +19,10 @@ from ahi_pipeline.runtime import per_environment
 __all__ = [
     "JOB_MAX_BYTES",
     "JOB_MAX_FILES",
+    "CompletionSettings",
     "Settings",
     "SettingsError",
+    "current_completion_settings",
     "current_settings",
 ]
 
@@ -37,6 +39,8 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]+/")
+_EVENT_BUS = re.compile(r"[A-Za-z0-9._\-/]{1,256}")
+_QUEUE_URL = re.compile(r"https?://\S+/[0-9]{12}/[A-Za-z0-9_-]{1,80}")
 
 
 class SettingsError(ValueError):
@@ -197,3 +201,149 @@ class Settings:
 def current_settings() -> Settings:
     """The process's settings, read from ``os.environ`` on first use (reset with ``reset_environment``)."""
     return Settings.from_env()
+
+
+def _prefix_problem(name: str, prefix: str) -> str | None:
+    if not _PREFIX.fullmatch(prefix) or prefix.startswith("/") or "//" in prefix:
+        return f"{name} must be a key prefix ending with '/' made of S3-safe characters; got {prefix!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionSettings:
+    """What ImportCompleted and ReconcileJobs need to know about their stack.
+
+    Attributes
+    ----------
+    datastore_id
+        The data store whose import jobs the stage handles (``DATASTORE_ID``).
+    output_bucket
+        Holds the jobs' results (``results_prefix``), the batch member lists and the job reports
+        (``reports_prefix``).
+    batch_table, idempotency_table
+        The batch table (batches, claims, job records) and Powertools' idempotency table.
+    event_bus_name
+        The pipeline's own event bus, where "Image Set Imported" and "Import Files Failed" go.
+    job_events_queue_url
+        ReconcileJobs only: where it sends the jobs whose completion event never arrived.
+    manifest_wait_seconds
+        How long a job's manifest may take to become readable after the job ended.
+    reconcile_lookback_hours, reconcile_grace_minutes
+        ReconcileJobs looks at jobs that ended within the lookback and at least the grace ago.
+    """
+
+    datastore_id: str
+    output_bucket: str
+    batch_table: str
+    idempotency_table: str
+    event_bus_name: str
+    results_prefix: str = "import-results/"
+    reports_prefix: str = "reports/"
+    job_events_queue_url: str | None = None
+    manifest_wait_seconds: float = 10.0
+    reconcile_lookback_hours: int = 72
+    reconcile_grace_minutes: int = 10
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise SettingsError("invalid ImportCompleted settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CompletionSettings:
+        """Settings from ``environ`` (default ``os.environ``).
+
+        Raises
+        ------
+        SettingsError
+            Listing every missing or invalid variable.
+        """
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def text(name: str, default: str | None = None) -> str:
+            value = env.get(name, "").strip()
+            if not value and default is None:
+                problems.append(f"{name} is not set")
+            return value or default or ""
+
+        def number(name: str, default: int) -> int:
+            value = env.get(name, "").strip()
+            try:
+                return int(value) if value else default
+            except ValueError:
+                problems.append(f"{name} must be an integer; got {value!r}")
+                return default
+
+        values = {
+            "datastore_id": text("DATASTORE_ID"),
+            "output_bucket": text("OUTPUT_BUCKET"),
+            "batch_table": text("BATCH_TABLE"),
+            "idempotency_table": text("IDEMPOTENCY_TABLE"),
+            "event_bus_name": text("EVENT_BUS_NAME"),
+            "results_prefix": text("RESULTS_PREFIX", "import-results/"),
+            "reports_prefix": text("REPORTS_PREFIX", "reports/"),
+            "job_events_queue_url": text("JOB_EVENTS_QUEUE_URL", "") or None,
+        }
+        numbers = {
+            "manifest_wait_seconds": float(number("MANIFEST_WAIT_SECONDS", 10)),
+            "reconcile_lookback_hours": number("RECONCILE_LOOKBACK_HOURS", 72),
+            "reconcile_grace_minutes": number("RECONCILE_GRACE_MINUTES", 10),
+        }
+        if problems:
+            raise SettingsError("invalid ImportCompleted settings: " + "; ".join(problems))
+        return cls(**values, **numbers)  # type: ignore[arg-type]
+
+    def report_key(self, job_id: str) -> str:
+        """Key of a job's report in the output bucket, ``reports/import-jobs/<jobId>.json``."""
+        return f"{self.reports_prefix}import-jobs/{job_id}.json"
+
+    def manifest_key(self, batch_id: str) -> str:
+        """Key of a batch's member list in the output bucket (written by StartImport)."""
+        return f"{MANIFEST_PREFIX}{batch_id}.json"
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if not _DATASTORE_ID.fullmatch(self.datastore_id):
+            problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {self.datastore_id!r}")
+        if not _BUCKET.fullmatch(self.output_bucket) or ".." in self.output_bucket:
+            problems.append(f"OUTPUT_BUCKET is not a valid S3 bucket name: {self.output_bucket!r}")
+        for name, table in (("BATCH_TABLE", self.batch_table), ("IDEMPOTENCY_TABLE", self.idempotency_table)):
+            if not _TABLE.fullmatch(table):
+                problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
+        if not _EVENT_BUS.fullmatch(self.event_bus_name):
+            problems.append(f"EVENT_BUS_NAME is not an event bus name or ARN: {self.event_bus_name!r}")
+        problems.extend(self._prefix_problems())
+        if self.job_events_queue_url is not None and not _QUEUE_URL.fullmatch(self.job_events_queue_url):
+            problems.append(f"JOB_EVENTS_QUEUE_URL is not an SQS queue URL: {self.job_events_queue_url!r}")
+        if not 0 <= self.manifest_wait_seconds <= 300:
+            problems.append(f"MANIFEST_WAIT_SECONDS must be 0–300; got {self.manifest_wait_seconds:g}")
+        if not 1 <= self.reconcile_lookback_hours <= 24 * 90:
+            problems.append(
+                f"RECONCILE_LOOKBACK_HOURS must be 1–2160 (90 days); got {self.reconcile_lookback_hours}"
+            )
+        if not 0 <= self.reconcile_grace_minutes <= 24 * 60:
+            problems.append(f"RECONCILE_GRACE_MINUTES must be 0–1440; got {self.reconcile_grace_minutes}")
+        return problems
+
+    def _prefix_problems(self) -> list[str]:
+        problems = []
+        folders = [
+            ("RESULTS_PREFIX", self.results_prefix),
+            ("REPORTS_PREFIX", self.reports_prefix),
+            ("the batch manifests", MANIFEST_PREFIX),
+        ]
+        for index, (name, prefix) in enumerate(folders):
+            problem = _prefix_problem(name, prefix)
+            if problem:
+                problems.append(problem)
+            for other_name, other in folders[index + 1 :]:
+                if prefix.startswith(other) or other.startswith(prefix):
+                    problems.append(f"{name} ({prefix!r}) overlaps {other_name} ({other!r})")
+        return problems
+
+
+@per_environment
+def current_completion_settings() -> CompletionSettings:
+    """The completion stage's settings, read from ``os.environ`` on first use."""
+    return CompletionSettings.from_env()

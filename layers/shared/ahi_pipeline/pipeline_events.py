@@ -1,0 +1,185 @@
+"""The pipeline's own events, on its own event bus: what they say, and how they are put.
+
+Every stage announces its results as EventBridge events with source :data:`SOURCE` on the pipeline
+bus (``EVENT_BUS_NAME``), so the next stage (or anyone else) subscribes with a rule.  ``detail`` carries
+ids and counts only, never DICOM content.
+
+``Image Set Imported`` (one per image set an import job created or added a version to)::
+
+    {"schemaVersion": 1, "datastoreId": "…", "imageSetId": "…", "importJobId": "…",
+     "batchId": "…", "instanceCount": 12, "imageSetVersion": "1", "isPrimary": true}
+
+    (``imageSetVersion`` and ``isPrimary`` only when the service said; ``batchId`` null for a job
+    the pipeline did not start)
+
+``Import Files Failed`` (one per job with at least one file that did not import)::
+
+    {"schemaVersion": 1, "datastoreId": "…", "importJobId": "…", "batchId": "…", "jobStatus": "COMPLETED",
+     "failedFiles": 2, "errorTypes": {"ValidationException": 2}, "reportUri": "s3://…/<jobId>.json"}
+
+:class:`EventBusGateway` puts entries 10 per ``PutEvents`` call (the API's limit) and retries the
+entries that failed (``FailedEntryCount``: throttling, internal errors) with backoff; botocore's retry
+mode already retries the calls themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from ahi_pipeline.job_results import ImageSetCount
+
+__all__ = [
+    "IMAGE_SET_IMPORTED",
+    "IMPORT_FILES_FAILED",
+    "SOURCE",
+    "EventBusGateway",
+    "PublishError",
+    "image_set_imported",
+    "import_files_failed",
+]
+
+SOURCE: Final = "healthimaging-automation"
+IMAGE_SET_IMPORTED: Final = "Image Set Imported"
+IMPORT_FILES_FAILED: Final = "Import Files Failed"
+SCHEMA_VERSION: Final = 1
+#: ``PutEvents`` accepts at most 10 entries per call.
+PUT_EVENTS_BATCH: Final = 10
+
+
+def _entry(bus: str, detail_type: str, detail: Mapping[str, Any], resources: Sequence[str]) -> dict[str, Any]:
+    return {
+        "Source": SOURCE,
+        "DetailType": detail_type,
+        "Detail": json.dumps({"schemaVersion": SCHEMA_VERSION, **detail}, separators=(",", ":")),
+        "Resources": list(resources),
+        "EventBusName": bus,
+    }
+
+
+def image_set_imported(
+    *,
+    bus: str,
+    datastore_id: str,
+    image_set: ImageSetCount,
+    job_id: str,
+    batch_id: str | None,
+    image_set_arn: str | None = None,
+) -> dict[str, Any]:
+    """The ``PutEvents`` entry announcing one imported image set."""
+    detail: dict[str, Any] = {
+        "datastoreId": datastore_id,
+        "imageSetId": image_set.image_set_id,
+        "importJobId": job_id,
+        "batchId": batch_id,
+        "instanceCount": image_set.instances,
+    }
+    if image_set.version is not None:
+        detail["imageSetVersion"] = image_set.version
+    if image_set.is_primary is not None:
+        detail["isPrimary"] = image_set.is_primary
+    return _entry(bus, IMAGE_SET_IMPORTED, detail, [image_set_arn] if image_set_arn else [])
+
+
+def import_files_failed(
+    *,
+    bus: str,
+    datastore_id: str,
+    job_id: str,
+    batch_id: str | None,
+    job_status: str,
+    failed_files: int,
+    error_types: Mapping[str, int],
+    report_uri: str,
+) -> dict[str, Any]:
+    """The ``PutEvents`` entry reporting the files of a job that did not import."""
+    detail = {
+        "datastoreId": datastore_id,
+        "importJobId": job_id,
+        "batchId": batch_id,
+        "jobStatus": job_status,
+        "failedFiles": failed_files,
+        "errorTypes": dict(sorted(error_types.items())),
+        "reportUri": report_uri,
+    }
+    return _entry(bus, IMPORT_FILES_FAILED, detail, [])
+
+
+class PublishError(RuntimeError):
+    """Some entries could still not be put after every attempt; ``codes`` counts their error codes."""
+
+    def __init__(self, failed: int, codes: Mapping[str, int]) -> None:
+        self.failed = failed
+        self.codes = dict(codes)
+        super().__init__(f"{failed} event(s) could not be put on the bus ({', '.join(sorted(self.codes))})")
+
+
+class EventBusGateway:
+    """``PutEvents`` in batches of 10, retrying failed entries.
+
+    Parameters
+    ----------
+    client
+        A boto3 ``events`` client.
+    attempts, base_delay, max_delay
+        Attempts per batch for entries that failed, with exponential backoff and jitter between them.
+    sleep
+        Injected in unit tests.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        attempts: int = 5,
+        base_delay: float = 0.2,
+        max_delay: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._attempts = attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._sleep = sleep
+        #: PutEvents calls made (for the benchmark and the stage's report).
+        self.calls = 0
+
+    def put(self, entries: Sequence[Mapping[str, Any]]) -> int:
+        """Put every entry; return how many were put.
+
+        Raises
+        ------
+        PublishError
+            After every batch has been tried, if some entries still failed.
+        """
+        failed: dict[str, int] = {}
+        total_failed = 0
+        for start in range(0, len(entries), PUT_EVENTS_BATCH):
+            pending = [dict(entry) for entry in entries[start : start + PUT_EVENTS_BATCH]]
+            for attempt in range(1, self._attempts + 1):
+                self.calls += 1
+                response = self._client.put_events(Entries=pending)
+                if not response.get("FailedEntryCount"):
+                    pending = []
+                    break
+                results = response.get("Entries", [])
+                retry = [
+                    entry
+                    for entry, result in zip(pending, results, strict=False)
+                    if result.get("ErrorCode") or not result.get("EventId")
+                ]
+                pending = retry
+                if not pending or attempt == self._attempts:
+                    for result in results:
+                        if result.get("ErrorCode"):
+                            failed[str(result["ErrorCode"])] = failed.get(str(result["ErrorCode"]), 0) + 1
+                    break
+                ceiling = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
+                self._sleep(ceiling / 2 + random.uniform(0, ceiling / 2))
+            total_failed += len(pending)
+        if total_failed:
+            raise PublishError(total_failed, failed)
+        return len(entries)
