@@ -17,7 +17,9 @@ from ahi_pipeline.observability import logger, metrics, tracer
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is answered like any other (every id in batchItemFailures), not
+# with an exception: SQS retries the same records either way, and each failure is logged and counted.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId", clear_state=True)

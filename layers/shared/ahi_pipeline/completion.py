@@ -488,7 +488,7 @@ def _read_manifest(
                 if job.status == "FAILED":
                     return None
                 raise ResultsError(
-                    [f"{MANIFEST_FILE} of job {job.job_id} missing {waited:.0f} s after the job ended"]
+                    [f"{MANIFEST_FILE} of job {job.job_id} missing {waited:.1f} s after the job ended"]
                 ) from None
             services.sleep(delay)
             waited += delay
@@ -702,7 +702,7 @@ def reconcile_jobs(*, settings: CompletionSettings, services: CompletionServices
         if services.batches.queue_job(job_id, job_status=job.status):
             outcome.queued.append(job_id)
             logger.warning("job event never handled; sent by the reconciler", extra={"job_id": job_id})
-    count(Metric.JOBS_RECONCILED, len(outcome.queued))
+    metrics.add_metric(name=Metric.JOBS_RECONCILED, unit=MetricUnit.Count, value=len(outcome.queued))
     logger.info("reconciled import jobs", extra=outcome.as_dict())
     return outcome
 
