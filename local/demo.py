@@ -88,10 +88,21 @@ class DemoResult:
     not_batched: int = 0
     dead_letters: int = 0
     unaccounted: list[str] = field(default_factory=list)
+    #: The completion stage, when the template has it: jobs it handled, and its announcements.
+    completion: bool = False
+    jobs_handled: int = 0
+    announced: int = 0
+    reports: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unaccounted and not self.dead_letters and self.events_handled >= self.uploaded
+        handled = not self.completion or self.jobs_handled == sum(self.jobs.values())
+        return (
+            not self.unaccounted
+            and not self.dead_letters
+            and self.events_handled >= self.uploaded
+            and handled
+        )
 
 
 class Demo:
@@ -106,6 +117,31 @@ class Demo:
         self.ahi = stack.client("medical-imaging")
         self.dynamodb = stack.client("dynamodb")
         self.outputs = stack.outputs
+        self.announcements: str | None = None
+        self.announced: Counter[str] = Counter()
+
+    def subscribe(self) -> None:
+        """Listen to the pipeline bus as a later stage would (a rule into a queue of the demo's own)."""
+        bus = self.outputs.get("PipelineBusName")
+        if not bus:
+            return
+        events = self.stack.client("events")
+        self.announcements = self.sqs.create_queue(QueueName="demo-pipeline-events")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.announcements, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events.put_rule(Name="demo-listener", EventBusName=bus, EventPattern='{"source": [{"prefix": ""}]}')
+        events.put_targets(Rule="demo-listener", EventBusName=bus, Targets=[{"Id": "demo", "Arn": arn}])
+
+    def _drain_announcements(self) -> None:
+        if self.announcements is None:
+            return
+        while messages := self.sqs.receive_message(
+            QueueUrl=self.announcements, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
+            for message in messages:
+                self.announced[json.loads(message["Body"]).get("detail-type", "?")] += 1
+                self.sqs.delete_message(QueueUrl=self.announcements, ReceiptHandle=message["ReceiptHandle"])
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -132,16 +168,24 @@ class Demo:
         events = self.board.row("upload events handled", total=expected_events)
         batches = self.board.row("batches submitted") if "BatchTableName" in self.outputs else None
         jobs = self.board.row("import jobs finished") if "DatastoreId" in self.outputs else None
+        completion = "PipelineBusName" in self.outputs
+        reported = self.board.row("import jobs reported") if completion else None
+        announced = self.board.row("image sets announced") if completion else None
 
         def update(reason: str | None) -> None:
             events.set(len(self._handled_events()), expected_events)
             if batches is not None:
                 states = self._batch_states()
-                done = sum(states[s] for s in ("SUBMITTED", "EMPTY", "FAILED"))
+                done = sum(states[s] for s in ("SUBMITTED", "EMPTY", "FAILED", "COMPLETED", "PARTIAL"))
                 batches.set(done, sum(states.values()))
             if jobs is not None:
                 statuses = self._job_statuses()
-                jobs.set(statuses["COMPLETED"] + statuses["FAILED"], sum(statuses.values()))
+                finished = statuses["COMPLETED"] + statuses["FAILED"]
+                jobs.set(finished, sum(statuses.values()))
+                if reported is not None and announced is not None:
+                    reported.set(self._job_records()["HANDLED"], finished)
+                    self._drain_announcements()
+                    announced.set(self.announced["Image Set Imported"], self.announced["Image Set Imported"])
             if events.done >= expected_events:
                 events.finish()
             if reason is None:
@@ -156,16 +200,20 @@ class Demo:
     def summarize(self, items: list[Upload], function_log: Path | None) -> DemoResult:
         result = DemoResult(uploaded=len(items), events_handled=len(self._handled_events()))
         members = self._batch_members(result)
-        self._job_results(result, members)
+        if "PipelineBusName" in self.outputs:
+            self._job_reports(result, members)
+        else:
+            self._job_results(result, members)
         batched = {key for key, _ in members.values()}
         result.not_batched = sum(1 for item in items if item.key not in batched)
         result.skipped = _skip_reasons(function_log)
-        dead_letter = self.outputs.get("UploadDeadLetterQueueUrl")
-        if dead_letter:
-            attributes = self.sqs.get_queue_attributes(
-                QueueUrl=dead_letter, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-            result.dead_letters = int(attributes["ApproximateNumberOfMessages"])
+        for name in ("UploadDeadLetterQueueUrl", "JobEventsDeadLetterQueueUrl"):
+            dead_letter = self.outputs.get(name)
+            if dead_letter:
+                attributes = self.sqs.get_queue_attributes(
+                    QueueUrl=dead_letter, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                result.dead_letters += int(attributes["ApproximateNumberOfMessages"])
         self._print_summary(items, result)
         return result
 
@@ -189,6 +237,18 @@ class Demo:
                 if item.get("kind", {}).get("S") == "batch":
                     items.append({name: next(iter(value.values())) for name, value in item.items()})
         return items
+
+    def _job_records(self) -> Counter[str]:
+        """States of the completion stage's job records (``job#<id>`` items of the batch table)."""
+        table = self.outputs.get("BatchTableName")
+        states: Counter[str] = Counter()
+        if not table:
+            return states
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=table):
+            for item in page["Items"]:
+                if item.get("kind", {}).get("S") == "job":
+                    states[item.get("state", {}).get("S", "?")] += 1
+        return states
 
     def _batch_states(self) -> Counter[str]:
         return Counter(str(item.get("state", "?")) for item in self._batch_items())
@@ -250,6 +310,33 @@ class Demo:
             if status != "unavailable" and staged not in imported and key not in reported:
                 result.unaccounted.append(key)
 
+    def _job_reports(self, result: DemoResult, members: dict[str, tuple[str, str]]) -> None:
+        """What the completion stage reported for each job (its report in the output bucket)."""
+        result.completion = True
+        self._drain_announcements()
+        result.announced = self.announced["Image Set Imported"]
+        bucket = self.outputs["OutputBucketName"]
+        imported: set[str] = set()
+        for summary in self._jobs():
+            result.jobs[summary["jobStatus"]] += 1
+            key = f"reports/import-jobs/{summary['jobId']}.json"
+            try:
+                report = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except self.s3.exceptions.NoSuchKey:
+                continue
+            result.jobs_handled += 1
+            result.reports.append(f"s3://{bucket}/{key}")
+            result.image_sets += int(report["counts"]["imageSets"])
+            imported.update(str(f["key"]) for f in report["importedFiles"])
+            for failure in report["failedFiles"]:
+                reason = f"{failure['exceptionType']}: {failure['message']}"
+                result.failures.append((str(failure.get("key") or failure.get("stagedKey")), reason))
+        result.imported = len(imported)
+        reported = {key for key, _ in result.failures}
+        for key, status in members.values():
+            if status != "unavailable" and key not in imported and key not in reported:
+                result.unaccounted.append(key)
+
     def _ndjson(self, bucket: str, key: str) -> Iterator[dict[str, Any]]:
         try:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
@@ -271,6 +358,17 @@ class Demo:
         jobs = ", ".join(f"{n} {status}" for status, n in sorted(result.jobs.items())) or "none"
         self.say(f"   import jobs:        {sum(result.jobs.values())} ({jobs})")
         self.say(f"   imported:           {result.imported} files into {result.image_sets} image sets")
+        if result.completion:
+            self.say(
+                f"   job reports:        {result.jobs_handled} of {sum(result.jobs.values())} jobs "
+                f"reported by ImportCompleted"
+            )
+            for uri in result.reports:
+                self.say(f"     {uri}")
+            self.say(
+                f"   announced:          {result.announced} Image Set Imported event(s) on the pipeline bus, "
+                f"{self.announced['Import Files Failed']} Import Files Failed"
+            )
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in result.skipped.items())
         self.say(
             f"   not batched:        {result.not_batched}" + (f" (skipped: {skipped})" if skipped else "")
@@ -278,7 +376,7 @@ class Demo:
         self.say(f"   failures:           {len(result.failures)}")
         for key, reason in result.failures:
             self.say(f"     {key}: {reason}")
-        self.say(f"   dead-letter queue:  {result.dead_letters} message(s)")
+        self.say(f"   dead-letter queues: {result.dead_letters} message(s)")
         for key in result.unaccounted:
             self.say(f"   LOST: {key} is in a batch but neither imported nor reported")
         self.say("   " + ("every upload is accounted for" if result.ok else "SOMETHING WAS LOST (see above)"))
@@ -360,6 +458,7 @@ def run(
         if overrides:
             print("   parameters: " + ", ".join(f"{k}={v}" for k, v in overrides.items()), file=out)
         demo = Demo(stack, out, tty=tty)
+        demo.subscribe()
         demo.upload(items)
         demo.follow(expected_events=len(items), timeout=timeout)
         result = demo.summarize(items, function_log)

@@ -33,8 +33,13 @@ def test_the_demo_imports_the_samples_and_accounts_for_every_upload(tmp_path: Pa
     assert f"imported:           {samples} files into {samples} image sets" in text
     assert "incoming/samples/notes/readme.txt: ValidationException" in text
     assert "not batched:        2" in text  # the zero-byte object and the folder marker
-    assert "dead-letter queue:  0 message(s)" in text
+    assert "dead-letter queues: 0 message(s)" in text
     assert "every upload is accounted for" in text
+    # … and the completion stage's part: the job reported, each image set announced on the bus
+    assert "✓ 1/1 import jobs reported" in text
+    assert f"✓ {samples}/{samples} image sets announced" in text
+    assert "job reports:        1 of 1 jobs reported by ImportCompleted" in text
+    assert f"announced:          {samples} Image Set Imported event(s) on the pipeline bus, 1 Import" in text
     # … one line per step, no terminal control codes
     assert "\x1b" not in text
     assert (tmp_path / "functions.log").stat().st_size > 0

@@ -110,7 +110,7 @@ def problems_of(document: Any, **kwargs: Any) -> list[str]:
     return info.value.problems
 
 
-# ======================================================================================== the guide's examples
+# ==================================================================================== the guide's examples
 def test_the_spec_manifest_parses_to_its_counts_and_image_sets() -> None:
     # Given the guide's manifest (normalized)
     # When it is parsed for its own job and data store
@@ -126,7 +126,8 @@ def test_the_spec_manifest_parses_to_its_counts_and_image_sets() -> None:
     assert manifest.generated_image_sets == 2
     assert manifest.summary_entries == 2
     assert manifest.image_sets == (ImageSetCount(SET_A, 2), ImageSetCount(SET_B, 1))
-    assert manifest.image_sets[0].version is None and manifest.image_sets[0].is_primary is None
+    assert manifest.image_sets[0].version is None
+    assert manifest.image_sets[0].is_primary is None
 
 
 def test_the_spec_manifest_parses_from_json_text_loaded_by_the_caller() -> None:
@@ -150,7 +151,8 @@ def test_the_spec_success_lines_parse_to_records() -> None:
         SuccessRecord("dicomInputFolder/1.3.51.5145.5142.20010109.1105620.1.0.1.dcm", SET_A),
         SuccessRecord("dicomInputFolder/1.3.51.5145.5142.20010109.1105630.1.0.1.dcm", SET_B),
     ]
-    assert records[0].version is None and records[0].is_primary is None
+    assert records[0].version is None
+    assert records[0].is_primary is None
 
 
 def test_the_spec_failure_lines_parse_to_records() -> None:
@@ -165,7 +167,9 @@ def test_the_spec_failure_lines_parse_to_records() -> None:
             "ValidationException",
             "DICOM attribute TransferSyntaxUID does not exist",
         ),
-        FailureRecord("dicom_input/invalidDicomFile2.dcm", "ValidationException", "DICOM attributes does not exist"),
+        FailureRecord(
+            "dicom_input/invalidDicomFile2.dcm", "ValidationException", "DICOM attributes does not exist"
+        ),
     ]
 
 
@@ -206,7 +210,12 @@ def test_the_guides_own_example_lines_disagree_with_its_manifest_and_the_disagre
 def test_image_set_version_and_primary_flag_are_read_from_the_summary(version: str | int) -> None:
     # Given a summary entry with imageSetVersion (as a string or an integer) and isPrimary
     summary = [
-        {"imageSetId": SET_A, "numberOfMatchedSOPInstances": 2, "imageSetVersion": version, "isPrimary": True},
+        {
+            "imageSetId": SET_A,
+            "numberOfMatchedSOPInstances": 2,
+            "imageSetVersion": version,
+            "isPrimary": True,
+        },
         {"imageSetId": SET_B, "numberOfMatchedSOPInstances": 1, "isPrimary": False},
     ]
 
@@ -353,7 +362,9 @@ def test_unknown_fields_are_ignored() -> None:
     # Given a manifest, a success and a failure line with fields the parser does not know
     document = manifest_doc(someFutureField={"x": 1})
     document["jobSummary"]["imageSetsSummary"][0]["extra"] = "value"
-    success = '{"inputFile":"a.dcm","importResponse":{"imageSetId":"%s","other":1},"more":[]}' % SET_A
+    success = json.dumps(
+        {"inputFile": "a.dcm", "importResponse": {"imageSetId": SET_A, "other": 1}, "more": []}
+    )
     failure = '{"inputFile":"b.dcm","exception":{"exceptionType":"X","message":"m","code":7},"more":1}'
 
     # When parsed
@@ -379,7 +390,9 @@ def test_a_document_without_a_job_summary_object_is_refused(document: Any) -> No
 
 
 @pytest.mark.parametrize(
-    "value", [None, -1, True, False, 3.0, "3"], ids=["missing", "negative", "true", "false", "float", "string"]
+    "value",
+    [None, -1, True, False, 3.0, "3"],
+    ids=["missing", "negative", "true", "false", "float", "string"],
 )
 @pytest.mark.parametrize(
     "name",
@@ -706,16 +719,22 @@ def test_a_line_that_is_not_a_json_object_is_refused(parser: Any, line: str) -> 
             "line 1: importResponse.imageSetId is not an image set id",
         ),
         (
-            '{"inputFile":"DOE^JANE.dcm","importResponse":{"imageSetId":"%s"}}' % ("AB" * 16),
+            json.dumps({"inputFile": "DOE^JANE.dcm", "importResponse": {"imageSetId": "AB" * 16}}),
             "line 1: importResponse.imageSetId is not an image set id",
         ),
         (
             '{"inputFile":"DOE^JANE.dcm","importResponse":{}}',
             "line 1: importResponse.imageSetId is not an image set id",
         ),
-        ('{"importResponse":{"imageSetId":"%s"},"x":"DOE^JANE"}' % SET_A, "line 1 has no inputFile"),
-        ('{"inputFile":"","importResponse":{"imageSetId":"%s"},"x":"DOE^JANE"}' % SET_A, "line 1 has no inputFile"),
-        ('{"inputFile":7,"importResponse":{"imageSetId":"%s"},"x":"DOE^JANE"}' % SET_A, "line 1 has no inputFile"),
+        (json.dumps({"importResponse": {"imageSetId": SET_A}, "x": PATIENT}), "line 1 has no inputFile"),
+        (
+            json.dumps({"inputFile": "", "importResponse": {"imageSetId": SET_A}, "x": PATIENT}),
+            "line 1 has no inputFile",
+        ),
+        (
+            json.dumps({"inputFile": 7, "importResponse": {"imageSetId": SET_A}, "x": PATIENT}),
+            "line 1 has no inputFile",
+        ),
     ],
     ids=[
         "no-response",
@@ -812,7 +831,7 @@ def test_nothing_is_read_until_the_first_record_is_asked_for() -> None:
     records = success_records(raising_after([]))
 
     # Then nothing has been read yet
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="connection reset"):
         next(records)
 
 
@@ -965,4 +984,8 @@ def test_the_tally_counts_error_types() -> None:
 
     # Then each type is counted
     assert tally.failed == 4
-    assert tally.error_types == {"ValidationException": 2, "InternalServerException": 1, "UnknownException": 1}
+    assert tally.error_types == {
+        "ValidationException": 2,
+        "InternalServerException": 1,
+        "UnknownException": 1,
+    }

@@ -36,7 +36,9 @@ IMAGE_SET_ID = "fedcba9876543210fedcba9876543210"
 JOB_ID = "09876543210987654321098765432109"
 BATCH_ID = "batch-0001"
 REPORT_URI = f"s3://output-bucket/reports/import-jobs/{JOB_ID}.json"
-IMAGE_SET_ARN = f"arn:aws:medical-imaging:{REGION}:123456789012:datastore/{DATASTORE_ID}/imageset/{IMAGE_SET_ID}"
+IMAGE_SET_ARN = (
+    f"arn:aws:medical-imaging:{REGION}:123456789012:datastore/{DATASTORE_ID}/imageset/{IMAGE_SET_ID}"
+)
 
 
 def imported_entry(number: int = 0, **image_set: Any) -> dict[str, Any]:
@@ -89,12 +91,17 @@ def test_image_set_imported_leaves_out_unknown_version_and_flag_and_allows_a_nul
     # Given an image set of the guide's 2024 shape, from a job the pipeline did not start
     # When its entry is built without an ARN
     entry = image_set_imported(
-        bus=BUS, datastore_id=DATASTORE_ID, image_set=ImageSetCount(IMAGE_SET_ID, 3), job_id=JOB_ID, batch_id=None
+        bus=BUS,
+        datastore_id=DATASTORE_ID,
+        image_set=ImageSetCount(IMAGE_SET_ID, 3),
+        job_id=JOB_ID,
+        batch_id=None,
     )
 
     # Then the detail has no version or flag, batchId is null, and no resources are named
     detail = json.loads(entry["Detail"])
-    assert "imageSetVersion" not in detail and "isPrimary" not in detail
+    assert "imageSetVersion" not in detail
+    assert "isPrimary" not in detail
     assert detail["batchId"] is None
     assert '"batchId":null' in entry["Detail"]
     assert entry["Resources"] == []
@@ -168,7 +175,8 @@ def test_detail_is_compact_json_with_the_schema_version_first() -> None:
 
     # Then its detail is compact and begins with the schema version
     assert entry["Detail"].startswith('{"schemaVersion":1,')
-    assert ": " not in entry["Detail"] and ", " not in entry["Detail"]
+    assert ": " not in entry["Detail"]
+    assert ", " not in entry["Detail"]
 
 
 # ======================================================================================== a fake client
@@ -235,7 +243,9 @@ def test_the_pause_grows_exponentially_and_is_capped() -> None:
 def test_entries_that_keep_failing_raise_publish_error_with_their_codes() -> None:
     # Given three entries, two of which fail on every attempt (with different codes)
     entries = [imported_entry(n) for n in range(3)]
-    script = [{0: "ThrottlingException", 2: "InternalFailure"}] + [{0: "ThrottlingException", 1: "InternalFailure"}] * 2
+    script = [{0: "ThrottlingException", 2: "InternalFailure"}] + [
+        {0: "ThrottlingException", 1: "InternalFailure"}
+    ] * 2
     client = FakeEvents(*script)
     pauses: list[float] = []
     gateway = EventBusGateway(client, attempts=3, sleep=pauses.append)
@@ -306,7 +316,8 @@ def test_no_entries_make_no_call() -> None:
     # When nothing is put
     # Then nothing is sent
     assert gateway.put([]) == 0
-    assert client.sent == [] and gateway.calls == 0
+    assert client.sent == []
+    assert gateway.calls == 0
 
 
 # ======================================================================================== moto's EventBridge
