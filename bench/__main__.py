@@ -6,6 +6,8 @@
    and nothing else.  Target: our throughput ≥ 0.7 × the floor.
 2. Import memory.  A 2,000-file import; the emulator process's peak resident memory (VmHWM) must stay
    under 500 MB, because files are streamed one at a time and never all held.
+3. Completion fan-out (``bench.completion``).  A 5,000-line success.ndjson is parsed and fanned out as
+   ImportCompleted does: ≥ 20,000 lines per second and < 20 MB of memory growth.
 
 Runs alternate (floor, import, floor, import, …) and the best of each is kept, so background noise hits
 both sides alike.  Prints ratios; exits non-zero when a target is missed.
@@ -34,7 +36,7 @@ import numpy as np
 import pydicom
 from botocore.config import Config
 
-from bench import ingest
+from bench import completion, ingest
 from bench.synthetic import ct_series
 from emulator import imaging
 from emulator.backend import new_id
@@ -262,7 +264,7 @@ def main() -> int:
     parser.add_argument(
         "--file-size", type=int, default=256, help="rows = columns of the memory test's files"
     )
-    parser.add_argument("--only", choices=("throughput", "memory", "ingest"))
+    parser.add_argument("--only", choices=("throughput", "memory", "ingest", "completion"))
     args = parser.parse_args()
     results = []
     if args.only in (None, "throughput"):
@@ -272,6 +274,8 @@ def main() -> int:
     if args.only in (None, "ingest"):
         results.append(ingest.bench_planning())
         results.append(ingest.bench_cold_start())
+    if args.only in (None, "completion"):
+        results.append(completion.bench_fan_out())
     return 0 if all(results) else 1
 
 

@@ -125,8 +125,10 @@ def test_import_reports_every_file_in_the_manifest_and_ndjson(
     # in the data store is primary, in the lines and in the summary alike
     assert all(line["importResponse"]["imageSetVersion"] == "1" for line in results.success)
     primary = {s["imageSetId"]: s["isPrimary"] for s in summary["imageSetsSummary"]}
-    assert all(line["importResponse"]["isPrimary"] is primary[line["importResponse"]["imageSetId"]]
-               for line in results.success)
+    assert all(
+        line["importResponse"]["isPrimary"] is primary[line["importResponse"]["imageSetId"]]
+        for line in results.success
+    )
     assert all(s["imageSetVersion"] == "1" for s in summary["imageSetsSummary"])
     assert any(primary.values())
 

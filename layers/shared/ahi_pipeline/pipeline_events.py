@@ -165,17 +165,18 @@ class EventBusGateway:
                 if not response.get("FailedEntryCount"):
                     pending = []
                     break
-                results = response.get("Entries", [])
-                retry = [
-                    entry
+                results = list(response.get("Entries", []))
+                # One result per entry, in order; an entry without a result counts as failed too.
+                results += [{"ErrorCode": "MissingResult"}] * (len(pending) - len(results))
+                failures = [
+                    (entry, str(result.get("ErrorCode") or "Unknown"))
                     for entry, result in zip(pending, results, strict=False)
                     if result.get("ErrorCode") or not result.get("EventId")
                 ]
-                pending = retry
+                pending = [entry for entry, _ in failures]
                 if not pending or attempt == self._attempts:
-                    for result in results:
-                        if result.get("ErrorCode"):
-                            failed[str(result["ErrorCode"])] = failed.get(str(result["ErrorCode"]), 0) + 1
+                    for _, code in failures:
+                        failed[code] = failed.get(code, 0) + 1
                     break
                 ceiling = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
                 self._sleep(ceiling / 2 + random.uniform(0, ceiling / 2))

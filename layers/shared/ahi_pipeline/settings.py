@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,12 +39,31 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]+/")
-_EVENT_BUS = re.compile(r"[A-Za-z0-9._\-/]{1,256}")
-_QUEUE_URL = re.compile(r"https?://\S+/[0-9]{12}/[A-Za-z0-9_-]{1,80}")
+_EVENT_BUS = re.compile(r"(arn:aws[a-z-]*:events:[a-z0-9-]+:[0-9]{12}:event-bus/)?[A-Za-z0-9._\-/]{1,256}")
+_QUEUE_URL = re.compile(r"https?://\S+/[0-9]{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?")
 
 
 class SettingsError(ValueError):
     """The environment is missing or has invalid values; the message lists every problem."""
+
+    def __init__(self, stage: str, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"invalid {stage} settings: " + "; ".join(self.problems))
+
+
+def _every_problem(stage: str, build: Callable[[], object], read_problems: list[str]) -> None:
+    """Raise one :class:`SettingsError` listing the problems found while reading the environment and
+    those the values themselves have (except for variables already reported as missing or malformed).
+    """
+    value_problems: list[str] = []
+    try:
+        build()
+    except SettingsError as error:
+        value_problems = error.problems
+    named = {problem.split(" ", 1)[0] for problem in read_problems}
+    problems = read_problems + [p for p in value_problems if p.split(" ", 1)[0] not in named]
+    if problems:
+        raise SettingsError(stage, problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +101,7 @@ class Settings:
     def __post_init__(self) -> None:
         problems = self._problems()
         if problems:
-            raise SettingsError("invalid StartImport settings: " + "; ".join(problems))
+            raise SettingsError("StartImport", problems)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -123,9 +142,12 @@ class Settings:
         }
         max_files = number("MAX_FILES_PER_JOB", JOB_MAX_FILES)
         max_bytes = number("MAX_BYTES_PER_JOB", JOB_MAX_BYTES)
-        if problems:
-            raise SettingsError("invalid StartImport settings: " + "; ".join(problems))
-        return cls(**values, max_files_per_job=max_files, max_bytes_per_job=max_bytes)
+
+        def build() -> Settings:
+            return cls(**values, max_files_per_job=max_files, max_bytes_per_job=max_bytes)
+
+        _every_problem("StartImport", build, problems)
+        return build()
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -247,7 +269,7 @@ class CompletionSettings:
     def __post_init__(self) -> None:
         problems = self._problems()
         if problems:
-            raise SettingsError("invalid ImportCompleted settings: " + "; ".join(problems))
+            raise SettingsError("ImportCompleted", problems)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CompletionSettings:
@@ -283,16 +305,28 @@ class CompletionSettings:
             "event_bus_name": text("EVENT_BUS_NAME"),
             "results_prefix": text("RESULTS_PREFIX", "import-results/"),
             "reports_prefix": text("REPORTS_PREFIX", "reports/"),
-            "job_events_queue_url": text("JOB_EVENTS_QUEUE_URL", "") or None,
         }
-        numbers = {
-            "manifest_wait_seconds": float(number("MANIFEST_WAIT_SECONDS", 10)),
-            "reconcile_lookback_hours": number("RECONCILE_LOOKBACK_HOURS", 72),
-            "reconcile_grace_minutes": number("RECONCILE_GRACE_MINUTES", 10),
-        }
-        if problems:
-            raise SettingsError("invalid ImportCompleted settings: " + "; ".join(problems))
-        return cls(**values, **numbers)  # type: ignore[arg-type]
+        queue_url = env.get("JOB_EVENTS_QUEUE_URL", "").strip() or None
+        wait = env.get("MANIFEST_WAIT_SECONDS", "").strip()
+        try:
+            manifest_wait = float(wait) if wait else 10.0
+        except ValueError:
+            problems.append(f"MANIFEST_WAIT_SECONDS must be a number of seconds; got {wait!r}")
+            manifest_wait = 10.0
+        lookback = number("RECONCILE_LOOKBACK_HOURS", 72)
+        grace = number("RECONCILE_GRACE_MINUTES", 10)
+
+        def build() -> CompletionSettings:
+            return cls(
+                **values,
+                job_events_queue_url=queue_url,
+                manifest_wait_seconds=manifest_wait,
+                reconcile_lookback_hours=lookback,
+                reconcile_grace_minutes=grace,
+            )
+
+        _every_problem("ImportCompleted", build, problems)
+        return build()
 
     def report_key(self, job_id: str) -> str:
         """Key of a job's report in the output bucket, ``reports/import-jobs/<jobId>.json``."""
