@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import pydicom
 from botocore.config import Config
 
 from bench import completion, ingest
+from bench.processes import free_port, process
 from bench.synthetic import ct_series
 from emulator import imaging
 from emulator.backend import new_id
@@ -46,40 +46,6 @@ from emulator.store import Store, compress_document
 ROLE_ARN = "arn:aws:iam::123456789012:role/ImportJobDataAccessRole"
 REGION = "us-east-1"
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    import urllib.request  # noqa: PLC0415 - only the benchmark's start-up needs it
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def process(args: list[str], health: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(health)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @contextlib.contextmanager

@@ -80,13 +80,19 @@ __all__ = [
     "CompletionServices",
     "JobEvent",
     "JobEventError",
+    "JobFiles",
     "JobOutcome",
+    "JobResults",
     "JobRetryLater",
     "ReconcileOutcome",
+    "announcements",
+    "batch_members",
     "completion_services",
+    "gather_results",
     "handle_job_event",
     "handle_job_message",
     "parse_job_event",
+    "read_results",
     "reconcile_jobs",
 ]
 
@@ -324,12 +330,134 @@ def _runner(services: CompletionServices, lambda_context: LambdaContext | None) 
 
 
 @dataclass
-class _Files:
-    """Every input file of the job, as the report lists it."""
+class JobFiles:
+    """Every input file of the job, as the report lists it (upload bucket, key and version)."""
 
     imported: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     not_in_batch: int = 0
+
+
+@dataclass
+class JobResults:
+    """A job's results, read, checked and mapped back to the uploads."""
+
+    manifest: JobManifest | None
+    image_sets: list[ImageSetCount]
+    files: JobFiles
+    tally: ResultsTally
+
+
+def batch_members(document: Mapping[str, Any]) -> dict[str, tuple[str, str, str | None]]:
+    """Staged key → (bucket, key, version id) of each staged upload of a batch's member list.
+
+    Raises
+    ------
+    ResultsError
+        When the list has no staged member.
+    """
+    members: dict[str, tuple[str, str, str | None]] = {}
+    for member in document.get("members", []):
+        if isinstance(member, Mapping) and member.get("status") != "unavailable" and member.get("stagedKey"):
+            members[str(member["stagedKey"])] = (
+                str(member["bucket"]),
+                str(member["key"]),
+                member.get("versionId"),
+            )
+    if not members:
+        raise ResultsError(["the batch's member list has no staged member"])
+    return members
+
+
+def gather_results(
+    job: ImportJob,
+    members: Mapping[str, tuple[str, str, str | None]],
+    manifest: JobManifest | None,
+    success_lines: Iterable[bytes],
+    failure_lines: Iterable[bytes],
+) -> JobResults:
+    """Stream SUCCESS and FAILURE, check them against the manifest, map each file to its upload, and
+    report every staged file the lines do not mention.
+
+    Raises
+    ------
+    ResultsError
+        For a malformed line or results that contradict the manifest.
+    """
+    tally = ResultsTally()
+    files = JobFiles()
+    seen: set[str] = set()
+    input_bucket = _split_s3_uri(job.input_s3_uri)[0] if job.input_s3_uri else None
+
+    def member_of(input_file: str) -> dict[str, Any]:
+        key = input_key(input_file, input_bucket)
+        seen.add(key)
+        member = members.get(key)
+        if member is None:
+            files.not_in_batch += 1
+            return {"stagedKey": key, "key": None}
+        return {"bucket": member[0], "key": member[1], "versionId": member[2]}
+
+    for record in success_records(success_lines):
+        tally.add_success(record)
+        entry = member_of(record.input_file)
+        entry["imageSetId"] = record.image_set_id
+        files.imported.append(entry)
+    for failure in failure_records(failure_lines):
+        tally.add_failure(failure)
+        entry = member_of(failure.input_file)
+        entry["exceptionType"] = failure.exception_type
+        entry["message"] = failure.message
+        files.failed.append(entry)
+    if manifest is not None:
+        image_sets = check_consistency(manifest, tally)
+    else:
+        image_sets = list(tally.image_sets.values())
+    _report_unscanned(job, members, seen, files, tally)
+    return JobResults(manifest, image_sets, files, tally)
+
+
+def read_results(
+    job: ImportJob,
+    members: Mapping[str, tuple[str, str, str | None]],
+    manifest: JobManifest | None,
+    s3: S3Gateway,
+) -> JobResults:
+    """:func:`gather_results` on the job folder's SUCCESS and FAILURE files, streamed from S3."""
+    bucket, folder = _split_s3_uri(job.output_s3_uri)
+    return gather_results(
+        job,
+        members,
+        manifest,
+        _lines(s3, bucket, folder + SUCCESS_FILE),
+        _lines(s3, bucket, folder + FAILURE_FILE),
+    )
+
+
+def announcements(
+    job: ImportJob, batch_id: str | None, results: JobResults, *, bus: str, report_uri: str
+) -> list[dict[str, Any]]:
+    """The ``PutEvents`` entries of a job: one per image set, and one for its failed files if any."""
+    entries = [
+        image_set_imported(
+            bus=bus, datastore_id=job.datastore_id, image_set=image_set, job_id=job.job_id, batch_id=batch_id
+        )
+        for image_set in results.image_sets
+    ]
+    if results.files.failed:
+        entries.append(
+            import_files_failed(
+                bus=bus,
+                datastore_id=job.datastore_id,
+                job_id=job.job_id,
+                batch_id=batch_id,
+                job_status=job.status,
+                failed_files=len(results.files.failed),
+                error_types=results.tally.error_types,
+                report_uri=report_uri,
+            )
+        )
+    return entries
 
 
 @tracer.capture_method(capture_response=False)
@@ -351,39 +479,9 @@ def _process(
             "batchId": batch_id,
             "reportUri": final.report_uri,
         }
-    bucket, folder = _split_s3_uri(job.output_s3_uri)
-    members = _members(services.s3.get_json(settings.output_bucket, settings.manifest_key(batch_id)))
-    manifest = _read_manifest(job, bucket, folder, settings, services)
-    tally = ResultsTally()
-    files = _Files()
-    seen: set[str] = set()
-
-    def member_of(input_file: str) -> dict[str, Any]:
-        key = input_key(input_file, _split_s3_uri(job.input_s3_uri)[0] if job.input_s3_uri else None)
-        seen.add(key)
-        member = members.get(key)
-        if member is None:
-            files.not_in_batch += 1
-            return {"stagedKey": key, "key": None}
-        return {"key": member["key"], "bucket": member["bucket"], "versionId": member.get("versionId")}
-
-    for record in success_records(_lines(services.s3, bucket, folder + SUCCESS_FILE)):
-        tally.add_success(record)
-        files.imported.append({**member_of(record.input_file), "imageSetId": record.image_set_id})
-    for failure in failure_records(_lines(services.s3, bucket, folder + FAILURE_FILE)):
-        tally.add_failure(failure)
-        files.failed.append(
-            {
-                **member_of(failure.input_file),
-                "exceptionType": failure.exception_type,
-                "message": failure.message,
-            }
-        )
-    if manifest is not None:
-        image_sets = check_consistency(manifest, tally)
-    else:
-        image_sets = list(tally.image_sets.values())
-    _report_unscanned(job, members, seen, files, tally)
+    members = batch_members(services.s3.get_json(settings.output_bucket, settings.manifest_key(batch_id)))
+    results = read_results(job, members, _read_manifest(job, settings, services), services.s3)
+    image_sets, files = results.image_sets, results.files
     _check_image_sets_exist(job, image_sets, services)
 
     report_uri = f"s3://{settings.output_bucket}/{settings.report_key(job.job_id)}"
@@ -391,31 +489,9 @@ def _process(
     services.s3.put_json(
         settings.output_bucket,
         settings.report_key(job.job_id),
-        _report(job, batch_id, manifest, image_sets, files, tally, outcome, services.now()),
+        _report(job, batch_id, results, outcome, services.now()),
     )
-    entries = [
-        image_set_imported(
-            bus=settings.event_bus_name,
-            datastore_id=job.datastore_id,
-            image_set=image_set,
-            job_id=job.job_id,
-            batch_id=batch_id,
-        )
-        for image_set in image_sets
-    ]
-    if files.failed:
-        entries.append(
-            import_files_failed(
-                bus=settings.event_bus_name,
-                datastore_id=job.datastore_id,
-                job_id=job.job_id,
-                batch_id=batch_id,
-                job_status=job.status,
-                failed_files=len(files.failed),
-                error_types=tally.error_types,
-                report_uri=report_uri,
-            )
-        )
+    entries = announcements(job, batch_id, results, bus=settings.event_bus_name, report_uri=report_uri)
     services.bus.put(entries)
     counts = {
         "importedFiles": len(files.imported),
@@ -461,24 +537,14 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _members(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Staged key → member of the batch's member list (members that were never staged left out)."""
-    members: dict[str, dict[str, Any]] = {}
-    for member in document.get("members", []):
-        if isinstance(member, Mapping) and member.get("status") != "unavailable" and member.get("stagedKey"):
-            members[str(member["stagedKey"])] = dict(member)
-    if not members:
-        raise ResultsError(["the batch's member list has no staged member"])
-    return members
-
-
 def _read_manifest(
-    job: ImportJob, bucket: str, folder: str, settings: CompletionSettings, services: CompletionServices
+    job: ImportJob, settings: CompletionSettings, services: CompletionServices
 ) -> JobManifest | None:
     """The job's manifest, waiting up to ``manifest_wait_seconds`` for it to appear.
 
     A FAILED job may have written none (``None``); a COMPLETED job always has one.
     """
+    bucket, folder = _split_s3_uri(job.output_s3_uri)
     waited, delay = 0.0, 0.5
     while True:
         try:
@@ -509,9 +575,9 @@ def _lines(s3: S3Gateway, bucket: str, key: str) -> Iterator[bytes]:
 
 def _report_unscanned(
     job: ImportJob,
-    members: Mapping[str, Mapping[str, Any]],
+    members: Mapping[str, tuple[str, str, str | None]],
     seen: set[str],
-    files: _Files,
+    files: JobFiles,
     tally: ResultsTally,
 ) -> None:
     """Every staged file the results do not mention is reported, so none is lost silently."""
@@ -519,13 +585,13 @@ def _report_unscanned(
         kind, message = "ImportJobFailed", f"the import job failed: {job.message or 'no reason given'}"
     else:
         kind, message = "NotScanned", "the import job did not report this file (was it staged?)"
-    for staged_key, member in members.items():
+    for staged_key, (bucket, key, version_id) in members.items():
         if staged_key not in seen:
             files.failed.append(
                 {
-                    "key": member["key"],
-                    "bucket": member["bucket"],
-                    "versionId": member.get("versionId"),
+                    "bucket": bucket,
+                    "key": key,
+                    "versionId": version_id,
                     "exceptionType": kind,
                     "message": message,
                 }
@@ -544,7 +610,7 @@ def _check_image_sets_exist(
         )
 
 
-def _outcome(job: ImportJob, files: _Files) -> BatchState:
+def _outcome(job: ImportJob, files: JobFiles) -> BatchState:
     if job.status == "FAILED" or not files.imported:
         return BatchState.FAILED
     return BatchState.PARTIAL if files.failed else BatchState.COMPLETED
@@ -558,17 +624,11 @@ def _iso(moment: datetime | None) -> str | None:
     )
 
 
-def _report(  # noqa: PLR0917 - one call site, every argument a distinct part of the report
-    job: ImportJob,
-    batch_id: str,
-    manifest: JobManifest | None,
-    image_sets: list[ImageSetCount],
-    files: _Files,
-    tally: ResultsTally,
-    outcome: BatchState,
-    now: datetime,
+def _report(
+    job: ImportJob, batch_id: str, results: JobResults, outcome: BatchState, now: datetime
 ) -> dict[str, Any]:
     """The job's report: ids, keys, counts, error types and messages (never DICOM content)."""
+    manifest, image_sets, files, tally = results.manifest, results.image_sets, results.files, results.tally
     latency = (job.ended_at - job.submitted_at).total_seconds() if job.ended_at and job.submitted_at else None
     return {
         "schemaVersion": REPORT_SCHEMA_VERSION,

@@ -305,6 +305,9 @@ def success_records(lines: Iterable[bytes | str], *, source: str = SUCCESS_FILE)
         image_set_id = response.get("imageSetId")
         if not isinstance(image_set_id, str) or not _ID.fullmatch(image_set_id):
             raise ResultsError([f"{where}: importResponse.imageSetId is not an image set id"])
+        if "imageSetVersion" not in response and "isPrimary" not in response:  # the 2024 shape
+            yield SuccessRecord(_input_file(record, where), image_set_id)
+            continue
         problems: list[str] = []
         version, is_primary = _version_and_primary(response, f"{where}: importResponse", problems)
         if problems:
@@ -346,29 +349,44 @@ def input_key(input_file: str, bucket: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------- gathering and checking
+class _Counted:
+    """One image set's running count (mutable while the lines stream by)."""
+
+    __slots__ = ("instances", "is_primary", "version")
+
+    def __init__(self) -> None:
+        self.instances = 0
+        self.version: str | None = None
+        self.is_primary: bool | None = None
+
+
 @dataclass
 class ResultsTally:
     """Success records gathered per image set, and failure counts, as the lines stream by."""
 
-    image_sets: dict[str, ImageSetCount] = field(default_factory=dict)
     imported: int = 0
     failed: int = 0
     error_types: Counter[str] = field(default_factory=Counter)
+    _counted: dict[str, _Counted] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_sets(self) -> dict[str, ImageSetCount]:
+        """Image set id → what the SUCCESS lines said of it, in order of first appearance."""
+        return {
+            image_set_id: ImageSetCount(image_set_id, counted.instances, counted.version, counted.is_primary)
+            for image_set_id, counted in self._counted.items()
+        }
 
     def add_success(self, record: SuccessRecord) -> None:
         self.imported += 1
-        known = self.image_sets.get(record.image_set_id)
-        if known is None:
-            self.image_sets[record.image_set_id] = ImageSetCount(
-                record.image_set_id, 1, record.version, record.is_primary
-            )
-            return
-        self.image_sets[record.image_set_id] = ImageSetCount(
-            record.image_set_id,
-            known.instances + 1,
-            _later(known.version, record.version),
-            known.is_primary if record.is_primary is None else record.is_primary,
-        )
+        counted = self._counted.get(record.image_set_id)
+        if counted is None:
+            counted = self._counted[record.image_set_id] = _Counted()
+        counted.instances += 1
+        if record.version is not None and record.version != counted.version:
+            counted.version = _later(counted.version, record.version)
+        if record.is_primary is not None:
+            counted.is_primary = record.is_primary
 
     def add_failure(self, record: FailureRecord) -> None:
         self.failed += 1
@@ -396,18 +414,19 @@ def check_consistency(manifest: JobManifest, tally: ResultsTally) -> list[ImageS
             f"{FAILURE_FILE} has {tally.failed} lines but the manifest counts {manifest.failed} failed files"
         )
     summary = {image_set.image_set_id: image_set for image_set in manifest.image_sets}
-    missing = tally.image_sets.keys() - summary.keys()
+    lines = tally.image_sets
+    missing = lines.keys() - summary.keys()
     if missing:
         problems.append(
             f"{len(missing)} image set(s) of {SUCCESS_FILE} are not in imageSetsSummary: {sorted(missing)}"
         )
-    unseen = summary.keys() - tally.image_sets.keys()
+    unseen = summary.keys() - lines.keys()
     if unseen:
         problems.append(
             f"{len(unseen)} image set(s) of imageSetsSummary have no line in {SUCCESS_FILE}: {sorted(unseen)}"
         )
-    for image_set_id in sorted(summary.keys() & tally.image_sets.keys()):
-        listed, counted = summary[image_set_id].instances, tally.image_sets[image_set_id].instances
+    for image_set_id in sorted(summary.keys() & lines.keys()):
+        listed, counted = summary[image_set_id].instances, lines[image_set_id].instances
         if listed != counted:
             problems.append(
                 f"image set {image_set_id}: imageSetsSummary matches {listed} instances, "
@@ -417,7 +436,7 @@ def check_consistency(manifest: JobManifest, tally: ResultsTally) -> list[ImageS
         raise ResultsError(problems)
     merged = []
     for image_set_id, entry in summary.items():
-        seen = tally.image_sets[image_set_id]
+        seen = lines[image_set_id]
         merged.append(
             ImageSetCount(
                 image_set_id,
