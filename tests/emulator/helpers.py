@@ -142,10 +142,16 @@ def delete_datastore(ahi: Any, datastore_id: str) -> None:
     )
     ahi.delete_datastore(datastoreId=datastore_id)
     wait_until(
-        lambda: ahi.list_datastores(datastoreStatus="DELETED")["datastoreSummaries"],
-        lambda deleted: any(s["datastoreId"] == datastore_id for s in deleted),
+        lambda: deleted_datastore_ids(ahi),
+        lambda deleted: datastore_id in deleted,
         what=f"data store {datastore_id} to be DELETED",
     )
+
+
+def deleted_datastore_ids(ahi: Any) -> set[str]:
+    """Every DELETED data store (every page: a long session deletes more than one page of them)."""
+    pages = ahi.get_paginator("list_datastores").paginate(datastoreStatus="DELETED")
+    return {summary["datastoreId"] for page in pages for summary in page["datastoreSummaries"]}
 
 
 # -------------------- synthetic DICOM

@@ -149,10 +149,7 @@ def test_list_filters_by_status_and_pages_with_max_results(ahi: Any, cleanup: li
     assert set(active) <= set(seen)
     assert len(seen) == len(set(seen)) == pages
     assert deleted not in seen
-    deleted_ids = [
-        s["datastoreId"] for s in ahi.list_datastores(datastoreStatus="DELETED")["datastoreSummaries"]
-    ]
-    assert deleted in deleted_ids
+    assert deleted in helpers.deleted_datastore_ids(ahi)
     unfiltered = [s["datastoreId"] for s in ahi.list_datastores()["datastoreSummaries"]]
     assert set(active) <= set(unfiltered)
     summary = next(s for s in ahi.list_datastores()["datastoreSummaries"] if s["datastoreId"] == active[0])
@@ -213,8 +210,7 @@ def test_delete_goes_deleting_then_deleted_then_not_found(ahi: Any) -> None:
         lambda code: code == "ResourceNotFoundException",
         what="the deleted data store to disappear",
     )
-    deleted = ahi.list_datastores(datastoreStatus="DELETED")["datastoreSummaries"]
-    assert any(s["datastoreId"] == datastore_id for s in deleted)
+    assert datastore_id in helpers.deleted_datastore_ids(ahi)
     with pytest.raises(ClientError) as info:
         ahi.delete_datastore(datastoreId=datastore_id)
     assert helpers.error_of(info)[0] == "ResourceNotFoundException"

@@ -542,3 +542,45 @@ def test_events_of_another_data_store_and_foreign_jobs_are_acknowledged(completi
     assert completion.bus_events() == []
     assert completion.item(f"job#{foreign}")["state"] == "IGNORED"
     assert completion.item(f"job#{ours}") == {}
+
+
+def test_an_event_that_overtakes_its_job_waits_for_it(completion: CompletionStack) -> None:
+    # Given a job just started, its completion event delivered before the job has finished
+    uploads = completion.ingest.put_many(dicom_files(8, folder="incoming/early/"))
+    assert completion.ingest.invoke(completion.ingest.event(uploads)) == {"batchItemFailures": []}
+    [summary] = completion.ingest.jobs()
+    event = completion.job_event(summary["jobId"], status="COMPLETED")
+
+    # When ImportCompleted handles it at once
+    response = completion.completed(event)
+
+    # Then it waited for the job (up to MANIFEST_WAIT_SECONDS) and handled it
+    assert response == {"batchItemFailures": []}
+    assert completion.item(f"job#{summary['jobId']}")["state"] == "HANDLED"
+
+
+def test_a_batch_whose_job_was_never_recorded_gets_it_and_keeps_its_outcome(
+    completion: CompletionStack,
+) -> None:
+    # Given a job whose batch item lost its job id (StartImport stopped between starting the job and
+    # recording it)
+    from ahi_pipeline.batch_store import BatchStore  # noqa: PLC0415
+
+    job_id = completion.import_files(dicom_files(1, folder="incoming/unrecorded/"))
+    batch_id = completion.ingest.batch_by_job(job_id)["batchId"]["S"]
+    completion.ingest.ddb.update_item(
+        TableName=completion.ingest.batch_table,
+        Key={"batchId": {"S": batch_id}},
+        UpdateExpression="SET #state = :staged REMOVE jobId",
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues={":staged": {"S": "STAGED"}},
+    )
+
+    # When the job's event is handled (the job name names the batch), and StartImport's retry then
+    # records the job as submitted
+    assert completion.completed(completion.job_event(job_id)) == {"batchItemFailures": []}
+    BatchStore(completion.ingest.ddb, completion.ingest.batch_table).mark_submitted(batch_id, job_id=job_id)
+
+    # Then the batch holds its job and its outcome, not SUBMITTED again
+    batch = completion.item(batch_id)
+    assert (batch["jobId"], batch["state"]) == (job_id, "COMPLETED")

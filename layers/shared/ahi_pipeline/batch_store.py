@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 __all__ = ["BatchRecord", "BatchState", "BatchStore", "JobRecord", "JobState", "LeaseUnavailableError"]
 
@@ -269,15 +269,24 @@ class BatchStore:
             ":report": {"S": report_uri},
         }
         expression = (
-            "SET #state = :state, jobStatus = :status, importedFiles = :imported, failedFiles = :failed, "
-            "imageSets = :sets, reportUri = :report, completedAt = :now, updatedAt = :now"
+            "SET #state = :state, jobId = :job, jobStatus = :status, importedFiles = :imported, "
+            "failedFiles = :failed, imageSets = :sets, reportUri = :report, completedAt = :now, "
+            "updatedAt = :now"
         )
         if error:
             expression += ", #error = :error"
             values[":error"] = {"S": error[:1000]}
         else:
             expression += " REMOVE #error"
-        self._update(batch_id, expression, values, names={"#error": "error"}, condition="jobId = :job")
+        # A batch whose job started but was never recorded as SUBMITTED (StartImport stopped in between)
+        # gets its job here; StartImport's later mark_submitted then leaves the outcome alone.
+        self._update(
+            batch_id,
+            expression,
+            values,
+            names={"#error": "error"},
+            condition="attribute_not_exists(jobId) OR jobId = :job",
+        )
 
     def batch_of_job(self, job_id: str) -> str | None:
         """The batch whose job is ``job_id`` (the ``byJobId`` index), or ``None``."""
@@ -403,8 +412,8 @@ class BatchStore:
         return True
 
     def fail_job(self, job_id: str, reason: str) -> None:
-        """Record why the last attempt failed (the job stays open for a retry)."""
-        with contextlib.suppress(ClientError):
+        """Record why the last attempt failed (the job stays open for a retry); best effort."""
+        with contextlib.suppress(ClientError, BotoCoreError):
             self._client.update_item(
                 TableName=self._table,
                 Key={"batchId": {"S": JOB_PREFIX + job_id}},

@@ -261,9 +261,7 @@ def handle_job_event(
         count(Metric.JOBS_DUPLICATE)
         return JobOutcome(event.job_id, "duplicate", batch_id=known.batch_id, report_uri=known.report_uri)
     try:
-        job = services.imaging.get_import_job(event.datastore_id, event.job_id)
-        if job.status in UNFINISHED:
-            raise JobRetryLater(f"import job {job.job_id} is still {job.status}")
+        job = _finished_job(event, settings, services)
         if job.status not in FINISHED:
             raise JobEventError(f"import job {job.job_id} has an unknown status {job.status!r}")
         batch_id = _batch_of(job, services.batches)
@@ -298,6 +296,26 @@ def handle_job_event(
         events=int(result.get("events", 0)),
         report_uri=result.get("reportUri"),
     )
+
+
+def _finished_job(event: JobEvent, settings: CompletionSettings, services: CompletionServices) -> ImportJob:
+    """GetDICOMImportJob, waiting up to ``manifest_wait_seconds`` if the job does not look finished yet
+    (the event can overtake the job's own record).
+
+    Raises
+    ------
+    JobRetryLater
+        When it is still SUBMITTED or IN_PROGRESS after that.
+    """
+    waited, delay = 0.0, 1.0
+    while True:
+        job = services.imaging.get_import_job(event.datastore_id, event.job_id)
+        if job.status not in UNFINISHED:
+            return job
+        if waited + delay > settings.manifest_wait_seconds:
+            raise JobRetryLater(f"import job {job.job_id} is still {job.status}")
+        services.sleep(delay)
+        waited += delay
 
 
 def _batch_of(job: ImportJob, batches: BatchStore) -> str | None:
