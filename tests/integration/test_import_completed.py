@@ -584,3 +584,46 @@ def test_a_batch_whose_job_was_never_recorded_gets_it_and_keeps_its_outcome(
     # Then the batch holds its job and its outcome, not SUBMITTED again
     batch = completion.item(batch_id)
     assert (batch["jobId"], batch["state"]) == (job_id, "COMPLETED")
+
+
+def test_the_sample_events_of_events_run(completion: CompletionStack) -> None:
+    # Given events/import_completed.json pointed at a real finished job of this stack
+    job_id = completion.import_files(dicom_files(1, folder="incoming/sample/"))
+    with open("events/import_completed.json") as handle:
+        event = json.load(handle)
+    body = json.loads(event["Records"][0]["body"])
+    real = json.loads(completion.job_event(job_id))
+    body["detail"].update({k: real["detail"][k] for k in ("datastoreId", "jobId", "jobName", "inputS3Uri")})
+    event["Records"][0]["body"] = json.dumps(body)
+
+    # When ImportCompleted handles it, and ReconcileJobs its scheduled event
+    from functions.import_completed.app import lambda_handler  # noqa: PLC0415
+    from functions.reconcile_jobs.app import lambda_handler as reconcile  # noqa: PLC0415
+
+    response = lambda_handler(event, FakeContext("ImportCompleted"))
+    with open("events/reconcile_jobs.json") as handle:
+        outcome = reconcile(json.load(handle), FakeContext("ReconcileJobs"))
+
+    # Then the job is handled, and the reconciler finds nothing left to send
+    assert response == {"batchItemFailures": []}
+    assert completion.item(f"job#{job_id}")["state"] == "HANDLED"
+    assert (outcome["handled"], outcome["queued"]) == (1, 0)
+
+
+def test_a_truncated_manifest_fails_the_message_with_a_clear_error(completion: CompletionStack) -> None:
+    # Given a finished job whose manifest was cut short
+    job_id = completion.import_files(MIXED)
+    bucket, folder = completion.job_folder(job_id)
+    key = f"{folder}job-output-manifest.json"
+    body = completion.ingest.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    completion.ingest.s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) // 2])
+
+    # When its event is handled
+    response = completion.completed(completion.job_event(job_id))
+
+    # Then the message fails, and the record says the manifest is not valid JSON
+    assert len(failed_ids(response)) == 1
+    record = completion.item(f"job#{job_id}")
+    assert record["state"] == "ERROR"
+    assert "job-output-manifest.json is not valid JSON" in record["error"]
+    assert completion.bus_events() == []
