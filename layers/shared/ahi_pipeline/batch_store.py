@@ -342,32 +342,17 @@ class BatchStore:
             ":status": {"S": job_status},
             ":zero": {"N": "0"},
             ":one": {"N": "1"},
-            ":handled": {"S": JobState.HANDLED.value},
-            ":ignored": {"S": JobState.IGNORED.value},
-            ":now": {"S": _now_iso(self._clock())},
         }
         expression = (
             "SET #state = :state, #kind = :kind, jobStatus = :status, startedAt = :now, updatedAt = :now, "
             "attempts = if_not_exists(attempts, :zero) + :one"
         )
-        values[":kind"] = {"S": "job"}
         if batch_id:
             expression += ", sourceBatchId = :batch"
             values[":batch"] = {"S": batch_id}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"batchId": {"S": JOB_PREFIX + job_id}},
-                UpdateExpression=expression,
-                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
-                ExpressionAttributeNames={"#state": "state", "#kind": "kind"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
-                raise
-            return self.job_records([job_id]).get(job_id)
-        return None
+        if self._update_open_job(job_id, expression, values):
+            return None
+        return self.job_records([job_id]).get(job_id)
 
     def finish_job(
         self,
@@ -379,13 +364,8 @@ class BatchStore:
         report_uri: str | None = None,
     ) -> bool:
         """Mark the job final (HANDLED or IGNORED); ``False`` if another attempt already did."""
-        values: dict[str, Any] = {
-            ":state": {"S": state.value},
-            ":handled": {"S": JobState.HANDLED.value},
-            ":ignored": {"S": JobState.IGNORED.value},
-            ":now": {"S": _now_iso(self._clock())},
-        }
-        expression = "SET #state = :state, handledAt = :now, updatedAt = :now"
+        values: dict[str, Any] = {":state": {"S": state.value}}
+        expression = "SET #state = :state, #kind = :kind, handledAt = :now, updatedAt = :now"
         if outcome:
             expression += ", outcome = :outcome"
             values[":outcome"] = {"S": outcome}
@@ -395,40 +375,42 @@ class BatchStore:
         for index, (name, value) in enumerate(sorted((counts or {}).items())):
             expression += f", {name} = :n{index}"
             values[f":n{index}"] = {"N": str(value)}
-        expression += " REMOVE #error"
+        return self._update_open_job(job_id, expression + " REMOVE #error", values)
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """Record why the last attempt failed (the job stays open for a retry); best effort."""
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._update_open_job(
+                job_id,
+                "SET #state = :state, #kind = :kind, #error = :error, updatedAt = :now",
+                {":state": {"S": JobState.ERROR.value}, ":error": {"S": reason[:1000]}},
+            )
+
+    def _update_open_job(self, job_id: str, expression: str, values: dict[str, Any]) -> bool:
+        """Update the job's record unless it is final (HANDLED or IGNORED); ``False`` when it is."""
+        names = {"#state": "state", "#kind": "kind"}
+        if "#error" in expression:
+            names["#error"] = "error"
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key={"batchId": {"S": JOB_PREFIX + job_id}},
                 UpdateExpression=expression,
                 ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
-                ExpressionAttributeNames={"#state": "state", "#error": "error"},
-                ExpressionAttributeValues=values,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":kind": {"S": "job"},
+                    ":handled": {"S": JobState.HANDLED.value},
+                    ":ignored": {"S": JobState.IGNORED.value},
+                    ":now": {"S": _now_iso(self._clock())},
+                    **values,
+                },
             )
         except ClientError as error:
             if _code(error) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
-
-    def fail_job(self, job_id: str, reason: str) -> None:
-        """Record why the last attempt failed (the job stays open for a retry); best effort."""
-        with contextlib.suppress(ClientError, BotoCoreError):
-            self._client.update_item(
-                TableName=self._table,
-                Key={"batchId": {"S": JOB_PREFIX + job_id}},
-                UpdateExpression="SET #state = :state, #kind = :kind, #error = :error, updatedAt = :now",
-                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
-                ExpressionAttributeNames={"#state": "state", "#error": "error", "#kind": "kind"},
-                ExpressionAttributeValues={
-                    ":state": {"S": JobState.ERROR.value},
-                    ":kind": {"S": "job"},
-                    ":error": {"S": reason[:1000]},
-                    ":handled": {"S": JobState.HANDLED.value},
-                    ":ignored": {"S": JobState.IGNORED.value},
-                    ":now": {"S": _now_iso(self._clock())},
-                },
-            )
 
     # ------------------------------------------------------------------ lease
     @contextlib.contextmanager

@@ -18,7 +18,6 @@ exist (GetImageSet, at 25 TPS: a few threads, botocore's adaptive mode slowing t
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from ahi_pipeline.backoff import equal_jitter
 
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
@@ -258,9 +259,7 @@ class ImagingGateway:
             return list(pool.map(one, ids))
 
     def _delay(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": uniform in [c/2, c] where c = min(max, base·2^(n-1))."""
-        ceiling: float = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return equal_jitter(attempt, self._base_delay, self._max_delay)
 
 
 def _code(error: ClientError) -> str:

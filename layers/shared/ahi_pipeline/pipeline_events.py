@@ -25,11 +25,11 @@ mode already retries the calls themselves.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from ahi_pipeline.backoff import equal_jitter
 from ahi_pipeline.job_results import ImageSetCount
 
 __all__ = [
@@ -178,8 +178,7 @@ class EventBusGateway:
                     for _, code in failures:
                         failed[code] = failed.get(code, 0) + 1
                     break
-                ceiling = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
-                self._sleep(ceiling / 2 + random.uniform(0, ceiling / 2))
+                self._sleep(equal_jitter(attempt, self._base_delay, self._max_delay))
             total_failed += len(pending)
         if total_failed:
             raise PublishError(total_failed, failed)

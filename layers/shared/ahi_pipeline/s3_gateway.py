@@ -175,12 +175,7 @@ class S3Gateway:
         DocumentMissingError
             When there is no such object.
         """
-        try:
-            response = self._client.get_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if _error_code(error) in ("NoSuchKey", "404"):
-                raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
-            raise
+        response = self._get(bucket, key)
         try:
             document = json.loads(response["Body"].read())
         except ValueError as error:
@@ -197,14 +192,16 @@ class S3Gateway:
         DocumentMissingError
             When there is no such object (raised on the first ``next``).
         """
-        try:
-            response = self._client.get_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if _error_code(error) in ("NoSuchKey", "404"):
-                raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
-            raise
-        body = response["Body"]
+        body = self._get(bucket, key)["Body"]
         try:
             yield from body.iter_lines(chunk_size=chunk_size)
         finally:
             body.close()
+
+    def _get(self, bucket: str, key: str) -> Any:
+        try:
+            return self._client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in ("NoSuchKey", "404"):
+                raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
+            raise

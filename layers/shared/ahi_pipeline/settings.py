@@ -51,6 +51,39 @@ class SettingsError(ValueError):
         super().__init__(f"invalid {stage} settings: " + "; ".join(self.problems))
 
 
+class _Environment:
+    """Reads variables, collecting a problem for each one missing or malformed."""
+
+    def __init__(self, environ: Mapping[str, str] | None) -> None:
+        self.env = os.environ if environ is None else environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.env.get(name, "").strip()
+        if not value and default is None:
+            self.problems.append(f"{name} is not set")
+        return value or default or ""
+
+    def optional(self, name: str) -> str | None:
+        return self.env.get(name, "").strip() or None
+
+    def number(self, name: str, default: int) -> int:
+        value = self.env.get(name, "").strip()
+        try:
+            return int(value) if value else default
+        except ValueError:
+            self.problems.append(f"{name} must be an integer; got {value!r}")
+            return default
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self.env.get(name, "").strip()
+        try:
+            return float(value) if value else default
+        except ValueError:
+            self.problems.append(f"{name} must be a number of seconds; got {value!r}")
+            return default
+
+
 def _every_problem(stage: str, build: Callable[[], object], read_problems: list[str]) -> None:
     """Raise one :class:`SettingsError` listing the problems found while reading the environment and
     those the values themselves have (except for variables already reported as missing or malformed).
@@ -112,23 +145,8 @@ class Settings:
         SettingsError
             Listing every missing or invalid variable.
         """
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-
-        def text(name: str, default: str | None = None) -> str:
-            value = env.get(name, "").strip()
-            if not value and default is None:
-                problems.append(f"{name} is not set")
-            return value or default or ""
-
-        def number(name: str, default: int) -> int:
-            value = env.get(name, "").strip()
-            try:
-                return int(value) if value else default
-            except ValueError:
-                problems.append(f"{name} must be an integer; got {value!r}")
-                return default
-
+        env = _Environment(environ)
+        text, number = env.text, env.number
         values = {
             "datastore_id": text("DATASTORE_ID"),
             "landing_bucket": text("LANDING_BUCKET"),
@@ -146,7 +164,7 @@ class Settings:
         def build() -> Settings:
             return cls(**values, max_files_per_job=max_files, max_bytes_per_job=max_bytes)
 
-        _every_problem("StartImport", build, problems)
+        _every_problem("StartImport", build, env.problems)
         return build()
 
     # ------------------------------------------------------------------ derived values
@@ -280,23 +298,8 @@ class CompletionSettings:
         SettingsError
             Listing every missing or invalid variable.
         """
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-
-        def text(name: str, default: str | None = None) -> str:
-            value = env.get(name, "").strip()
-            if not value and default is None:
-                problems.append(f"{name} is not set")
-            return value or default or ""
-
-        def number(name: str, default: int) -> int:
-            value = env.get(name, "").strip()
-            try:
-                return int(value) if value else default
-            except ValueError:
-                problems.append(f"{name} must be an integer; got {value!r}")
-                return default
-
+        env = _Environment(environ)
+        text, number = env.text, env.number
         values = {
             "datastore_id": text("DATASTORE_ID"),
             "output_bucket": text("OUTPUT_BUCKET"),
@@ -306,13 +309,8 @@ class CompletionSettings:
             "results_prefix": text("RESULTS_PREFIX", "import-results/"),
             "reports_prefix": text("REPORTS_PREFIX", "reports/"),
         }
-        queue_url = env.get("JOB_EVENTS_QUEUE_URL", "").strip() or None
-        wait = env.get("MANIFEST_WAIT_SECONDS", "").strip()
-        try:
-            manifest_wait = float(wait) if wait else 10.0
-        except ValueError:
-            problems.append(f"MANIFEST_WAIT_SECONDS must be a number of seconds; got {wait!r}")
-            manifest_wait = 10.0
+        queue_url = env.optional("JOB_EVENTS_QUEUE_URL")
+        manifest_wait = env.seconds("MANIFEST_WAIT_SECONDS", 10.0)
         lookback = number("RECONCILE_LOOKBACK_HOURS", 72)
         grace = number("RECONCILE_GRACE_MINUTES", 10)
 
@@ -325,7 +323,7 @@ class CompletionSettings:
                 reconcile_grace_minutes=grace,
             )
 
-        _every_problem("ImportCompleted", build, problems)
+        _every_problem("ImportCompleted", build, env.problems)
         return build()
 
     def report_key(self, job_id: str) -> str:
