@@ -1,0 +1,571 @@
+"""The de-identification planner (pure): image set metadata + profile → UpdateImageSetMetadata payloads.
+
+:func:`plan` walks the image set's latest metadata document level by level (``Patient.DICOM``,
+``Study.DICOM``, each series' and each instance's ``DICOM``, and the items of every sequence), decides
+each attribute's fate with :class:`~ahi_pipeline.deid_profile.Profile`, and returns the changes still
+needed, as :class:`Change` objects; :meth:`Plan.payloads` packs them into ``DICOMUpdates`` payloads of at
+most 10 KB per blob.
+
+Replacement values are computed from the **original** document (the version the stage started from),
+never from the latest one, so planning is idempotent and convergent: an attribute that already holds its
+target value needs nothing, an attribute that still holds its original value (or a value someone else
+wrote meanwhile) gets its target.  So the stage can apply one payload, re-read, re-plan, and stop when the
+plan is empty, whatever happened between (a retry, a concurrent update, a ConflictException).  Series and
+SOP instance keys that a forced UID update renamed are mapped back to their original keys through the
+pseudonymizer (the new UID is a keyed hash of the old one).
+
+The service's constraints (api spec §5.4) decide ``force``: private attributes, the four UID/ID
+attributes, sequences (SQ), multi-valued attributes (by the dictionary's VM, or a JSON array) and
+attributes outside the DICOM dictionary can only be updated or removed with ``force``; the planner asks
+for it exactly then, so payloads that do not need it are sent without it.  A removal names the stored
+value, as the service requires.  Renames of SOP instances, then of series, come after every other change,
+so a payload never addresses a key that an earlier payload of the same plan moved.
+
+Besides the changes, a plan carries the **blockers** (``(0028,0301) BurnedInAnnotation`` YES: identity in
+the pixels, which metadata updates cannot reach) and the **identifying values** of the original (every
+non-empty text value the profile changes), which verification and the tag guard look for.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from ahi_pipeline.deid_profile import Action, Profile
+
+__all__ = [
+    "PAYLOAD_LIMIT",
+    "Change",
+    "Payload",
+    "Plan",
+    "Pseudonyms",
+    "identifying_values",
+    "plan",
+    "remaining_identifiers",
+]
+
+#: Bytes per ``updatableAttributes`` / ``removableAttributes`` blob (the service's 10 KB quota).
+PAYLOAD_LIMIT: Final = 10 * 1024
+SCHEMA_VERSION: Final = 1.1
+
+_HEX = re.compile(r"[0-9A-Fa-f]{8}")
+_FORCE_ONLY: Final = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyID"})
+_GENERATED: Final = frozenset(
+    {"SchemaVersion", "DatastoreID", "ImageSetID", "PixelData", "Checksum", "Width", "Height"}
+    | {"MinPixelValue", "MaxPixelValue", "FrameSizeInBytes"}
+)
+_TEXT_VRS: Final = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_DATE_VRS: Final = frozenset({"DA", "DT"})
+_NUMBER_VRS: Final = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+#: Set by the marker change once every other change is made.
+_MARKERS: Final = frozenset({"PatientIdentityRemoved", "DeidentificationMethod"})
+#: Identifying values shorter than this are matched whole, never inside other text ("F", "12").
+_MIN_SUBSTRING: Final = 4
+#: Values shorter than this are not searched for at all in verification ("M" is in too many places);
+#: the plan itself checks that each of those attributes was changed.
+_MIN_IDENTIFIER: Final = 3
+
+
+class Pseudonyms(Protocol):
+    """What the planner needs from :class:`ahi_pipeline.pseudonyms.Pseudonymizer`."""
+
+    def patient_id(self, original: str) -> str: ...
+    def patient_name(self, original: str) -> str: ...
+    def uid(self, original: str) -> str: ...
+    def date_offset_days(self, patient_key: str) -> int: ...
+    def shift_date(self, value: str, days: int) -> str: ...
+    def shift_datetime(self, value: str, days: int) -> str: ...
+    def dummy(self, vr: str) -> str | int | float | None: ...
+
+
+class Phase(enum.IntEnum):
+    """Payload order: attributes, then SOP instance renames, then series renames, then the marker."""
+
+    ATTRIBUTES = 0
+    RENAME_INSTANCES = 1
+    RENAME_SERIES = 2
+    MARKER = 3
+
+
+#: Where an attribute sits: () patient, ("study",), ("series", uid), ("instance", series uid, sop uid).
+Location = tuple[str, ...]
+_ABSENT: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One attribute to update (``value`` is the new value) or remove (``value`` is the stored one)."""
+
+    location: Location
+    key: str
+    remove: bool
+    value: Any
+    force: bool
+    action: str
+    phase: Phase = Phase.ATTRIBUTES
+
+    def fragment(self) -> str:
+        """The change's ``"key": value`` JSON text (what it adds to a blob, path aside)."""
+        return json.dumps({self.key: self.value}, separators=(",", ":"), ensure_ascii=False)[1:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One UpdateImageSetMetadata call: decoded blobs (compact JSON) and whether it needs ``force``."""
+
+    updatable: bytes | None
+    removable: bytes | None
+    force: bool
+    changes: int
+
+    def as_updates(self) -> dict[str, Any]:
+        """``updateImageSetMetadataUpdates`` for boto3."""
+        updates: dict[str, bytes] = {}
+        if self.updatable is not None:
+            updates["updatableAttributes"] = self.updatable
+        if self.removable is not None:
+            updates["removableAttributes"] = self.removable
+        return {"DICOMUpdates": updates}
+
+
+@dataclass
+class Plan:
+    """The changes still needed, what prevents de-identification, and the original's identifying values."""
+
+    changes: list[Change] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    unchangeable: list[str] = field(default_factory=list)
+    actions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not self.changes
+
+    def payloads(self, limit: int = PAYLOAD_LIMIT) -> list[Payload]:
+        """The changes packed into payloads (phase order; force only where needed; ≤ ``limit`` per blob)."""
+        groups: dict[tuple[Phase, bool], list[Change]] = {}
+        for change in self.changes:
+            groups.setdefault((change.phase, change.force), []).append(change)
+        payloads: list[Payload] = []
+        for (_, force), changes in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
+            payloads.extend(_pack(changes, force, limit))
+        return payloads
+
+
+# ---------------------------------------------------------------------- the dictionary
+@functools.cache
+def _dictionary() -> Any:
+    from pydicom import datadict  # noqa: PLC0415 - pydicom is imported only when planning
+
+    return datadict
+
+
+@functools.cache
+def _tag_of(key: str) -> int | None:
+    if _HEX.fullmatch(key):
+        return int(key, 16)
+    tag: int | None = _dictionary().tag_for_keyword(key)
+    return tag
+
+
+@functools.cache
+def _standard_vr_vm(tag: int) -> tuple[str | None, str | None]:
+    datadict = _dictionary()
+    if (tag >> 16) & 1 or not datadict.dictionary_has_tag(tag):
+        return None, None
+    return str(datadict.dictionary_VR(tag)), str(datadict.dictionary_VM(tag))
+
+
+# ---------------------------------------------------------------------- planning
+@dataclass
+class _Context:
+    profile: Profile
+    pseudonyms: Pseudonyms
+    vrs: Mapping[str, str]
+    offset: int
+    identifiers: tuple[str, ...]
+    plan: Plan
+    actions: dict[int, Action] = field(default_factory=dict)
+
+
+def plan(
+    latest: Mapping[str, Any], original: Mapping[str, Any], profile: Profile, pseudonyms: Pseudonyms
+) -> Plan:
+    """The changes that make ``latest`` de-identified under ``profile`` (empty when it already is).
+
+    ``original`` is the document the de-identification started from (it may be ``latest`` itself);
+    replacement values are derived from it.  Pure: neither document is modified.
+    """
+    result = Plan()
+    patient_original = _dicom(original.get("Patient"))
+    patient_key = str(patient_original.get("PatientID") or patient_original.get("PatientName") or "")
+    context = _Context(
+        profile=profile,
+        pseudonyms=pseudonyms,
+        vrs=_all_vrs(latest) | _all_vrs(original),
+        offset=pseudonyms.date_offset_days(patient_key) if profile.modified_dates else 0,
+        identifiers=tuple(sorted(identifying_values(original, profile), key=len, reverse=True)),
+        plan=result,
+    )
+    renamed = _renames(original, profile, pseudonyms)
+    for location, now, then in _levels(latest, original, renamed):
+        for key, value in now.items():
+            _attribute(context, location, key, value, original=then.get(key, _ABSENT), siblings=now)
+    burned = _burned_in(latest)
+    if burned:
+        result.blockers.append(
+            f"(0028,0301) BurnedInAnnotation is YES in {burned} instance(s): identity in the pixel data, "
+            "which metadata updates cannot remove"
+        )
+    if not result.changes:
+        _marker(context, _dicom(latest.get("Patient")))
+    return result
+
+
+def _dicom(holder: Any) -> dict[str, Any]:
+    if isinstance(holder, Mapping):
+        dicom = holder.get("DICOM")
+        if isinstance(dicom, Mapping):
+            return dict(dicom)
+    return {}
+
+
+def _all_vrs(document: Mapping[str, Any]) -> dict[str, str]:
+    vrs: dict[str, str] = {}
+    for series in (document.get("Study") or {}).get("Series", {}).values():
+        for instance in (series.get("Instances") or {}).values():
+            vrs.update(instance.get("DICOMVRs") or {})
+    return vrs
+
+
+def _renames(original: Mapping[str, Any], profile: Profile, pseudonyms: Pseudonyms) -> dict[str, str]:
+    """New key → original key, for the series and SOP instance keys a UID replacement renames."""
+    if profile.action(0x0020000E) is not Action.UID:  # Retain UIDs: nothing is renamed
+        return {}
+    renamed: dict[str, str] = {}
+    for series_uid, series in (original.get("Study") or {}).get("Series", {}).items():
+        renamed[pseudonyms.uid(series_uid)] = series_uid
+        for sop_uid in series.get("Instances") or {}:
+            renamed[pseudonyms.uid(sop_uid)] = sop_uid
+    return renamed
+
+
+def _levels(
+    latest: Mapping[str, Any], original: Mapping[str, Any], renamed: Mapping[str, str]
+) -> Iterator[tuple[Location, dict[str, Any], dict[str, Any]]]:
+    """``(location, latest DICOM, original DICOM)`` for every level of ``latest``."""
+    yield (), _dicom(latest.get("Patient")), _dicom(original.get("Patient"))
+    study_now, study_then = latest.get("Study") or {}, original.get("Study") or {}
+    yield ("study",), _dicom(study_now), _dicom(study_then)
+    series_then_all = study_then.get("Series") or {}
+    for series_uid, series in (study_now.get("Series") or {}).items():
+        series_then = series_then_all.get(renamed.get(series_uid, series_uid)) or {}
+        yield ("series", series_uid), _dicom(series), _dicom(series_then)
+        instances_then = series_then.get("Instances") or {}
+        for sop_uid, instance in (series.get("Instances") or {}).items():
+            then = instances_then.get(renamed.get(sop_uid, sop_uid)) or {}
+            yield ("instance", series_uid, sop_uid), _dicom(instance), _dicom(then)
+
+
+def _burned_in(document: Mapping[str, Any]) -> int:
+    count = 0
+    for series in (document.get("Study") or {}).get("Series", {}).values():
+        for instance in (series.get("Instances") or {}).values():
+            if str(_dicom(instance).get("BurnedInAnnotation") or "").strip().upper() == "YES":
+                count += 1
+    return count
+
+
+def _attribute(
+    context: _Context, location: Location, key: str, value: Any, *, original: Any, siblings: Mapping[str, Any]
+) -> None:
+    if key in _MARKERS or key in _GENERATED:
+        return
+    tag = _tag_of(key)
+    if tag is None:  # a keyword the dictionary does not know: it cannot be judged, so it goes
+        _record(context, location, key, value, target=_ABSENT, action="X")
+        return
+    action = _action(context, tag, key, siblings)
+    vr = context.vrs.get(key) or _standard_vr_vm(tag)[0] or "UN"
+    if action is Action.KEEP and vr != "SQ":
+        return  # kept as it is now, whoever wrote it
+    # Replacements derive from the original value (a value written since counts as an original).
+    source = value if original is _ABSENT else original
+    _record(
+        context, location, key, value, target=_target(context, key, vr, action, source), action=action.value
+    )
+
+
+def _action(context: _Context, tag: int, key: str, siblings: Mapping[str, Any]) -> Action:
+    if not (tag >> 16) & 1:
+        cached = context.actions.get(tag)
+        if cached is None:
+            # PatientName and PatientID: a keyed pseudonym (see _target), whatever the options.
+            cached = Action.DUMMY if key in ("PatientName", "PatientID") else context.profile.action(tag)
+            context.actions[tag] = cached
+        return cached
+    group, element = tag >> 16, tag & 0xFFFF
+    creator_key = f"{group:04X}00{element >> 8:02X}" if element >= 0x1000 else key
+    creator = siblings.get(creator_key)
+    return context.profile.private_action(tag, creator if isinstance(creator, str) else None)
+
+
+def _target(context: _Context, key: str, vr: str, action: Action, source: Any) -> Any:  # noqa: PLR0911
+    """The value the attribute must end with (``_ABSENT``: removed)."""
+    pseudonyms = context.pseudonyms
+    if action is Action.REMOVE:
+        return _ABSENT
+    if vr == "SQ":
+        return _sequence(context, action, source)
+    if source is None:
+        return None  # already empty: nothing identifying to replace
+    if action is Action.ZERO:
+        return None
+    if action is Action.UID:
+        return _each(source, pseudonyms.uid)
+    if key == "PatientID":
+        return _each(source, pseudonyms.patient_id)
+    if key == "PatientName":
+        return _each(source, pseudonyms.patient_name)
+    if action is Action.DUMMY:
+        if vr == "UI":
+            return _each(source, pseudonyms.uid)
+        dummy = pseudonyms.dummy(vr)
+        return _ABSENT if dummy is None else dummy
+    if action is Action.CLEAN:
+        return _clean(context, vr, source)
+    return source  # KEEP
+
+
+def _each(value: Any, function: Any) -> Any:
+    if isinstance(value, list):
+        return [function(str(item)) if item is not None else None for item in value]
+    return function(str(value))
+
+
+def _clean(context: _Context, vr: str, source: Any) -> Any:
+    pseudonyms = context.pseudonyms
+    if vr in _DATE_VRS:
+        if not context.profile.modified_dates:
+            return source
+        shift = pseudonyms.shift_date if vr == "DA" else pseudonyms.shift_datetime
+        try:
+            return _each(source, lambda text: shift(text, context.offset) if text.strip() else text)
+        except ValueError:
+            dummy = pseudonyms.dummy(vr)  # a malformed date cannot be shifted: it is replaced
+            return dummy
+    if vr == "TM":
+        return source
+    if vr in _TEXT_VRS and _identifying(context, source):
+        dummy = pseudonyms.dummy(vr)
+        return _ABSENT if dummy is None else dummy
+    return source
+
+
+def _identifying(context: _Context, value: Any) -> bool:
+    texts = value if isinstance(value, list) else [value]
+    for text in texts:
+        folded = str(text).casefold()
+        for identifier in context.identifiers:
+            if identifier == folded or (len(identifier) >= _MIN_SUBSTRING and identifier in folded):
+                return True
+    return False
+
+
+def _sequence(context: _Context, action: Action, source: Any) -> Any:
+    """A sequence's target: removed, emptied, or its items with the profile applied inside them."""
+    if action in (Action.ZERO, Action.DUMMY):
+        return None
+    if not isinstance(source, list):
+        return source
+    items = []
+    for item in source:
+        if not isinstance(item, Mapping):
+            items.append(item)
+            continue
+        cleaned: dict[str, Any] = {}
+        for key, value in item.items():
+            tag = _tag_of(key)
+            if tag is None:
+                continue
+            nested = Action.UID if action is Action.UID and _standard_vr_vm(tag)[0] == "UI" else None
+            nested = nested or _action(context, tag, key, item)
+            if nested is Action.KEEP and not isinstance(value, list):
+                cleaned[key] = value
+                continue
+            vr = context.vrs.get(key) or _standard_vr_vm(tag)[0] or "UN"
+            target = _target(context, key, vr, nested, value)
+            if target is not _ABSENT:
+                cleaned[key] = target
+        items.append(cleaned)
+    return items
+
+
+def _record(context: _Context, location: Location, key: str, value: Any, *, target: Any, action: str) -> None:
+    if target is not _ABSENT and target == value and type(target) is type(value):
+        return
+    result = context.plan
+    result.actions[action] = result.actions.get(action, 0) + 1
+    tag = _tag_of(key)
+    if target is _ABSENT:
+        change = Change(location, key, True, value, _needs_force(key, tag, value), action)
+    else:
+        phase = Phase.ATTRIBUTES
+        if key == "SOPInstanceUID" and location[:1] == ("instance",):
+            phase = Phase.RENAME_INSTANCES
+        elif key == "SeriesInstanceUID" and location[:1] == ("series",):
+            phase = Phase.RENAME_SERIES
+        force = _needs_force(key, tag, target) or _needs_force(key, tag, value)
+        change = Change(location, key, False, target, force, action, phase)
+    result.changes.append(change)
+
+
+def _needs_force(key: str, tag: int | None, value: Any) -> bool:
+    if tag is None or (tag >> 16) & 1 or key in _FORCE_ONLY or isinstance(value, list):
+        return True
+    vr, vm = _standard_vr_vm(tag)
+    return vr is None or vr == "SQ" or vr in _BINARY_VRS or vm != "1"
+
+
+def _marker(context: _Context, patient: Mapping[str, Any]) -> None:
+    """Once nothing else is left: PatientIdentityRemoved YES and the method (profile, options, edition)."""
+    wanted = {"PatientIdentityRemoved": "YES", "DeidentificationMethod": context.profile.method}
+    for key, value in wanted.items():
+        if patient.get(key) != value:
+            force = _needs_force(key, _tag_of(key), value)
+            context.plan.changes.append(Change((), key, False, value, force, "marker", Phase.MARKER))
+
+
+# ---------------------------------------------------------------------- payloads
+_PATH_OVERHEAD: Final = 48  # '"Study":{"Series":{"":{"Instances":{"":{"DICOM":{}}}}}},' and separators
+
+
+def _pack(changes: list[Change], force: bool, limit: int) -> Iterator[Payload]:
+    """Greedy packing by an upper bound of each change's size, checked exactly at the end."""
+    batch: list[Change] = []
+    size = {True: 0, False: 0}
+    paths: dict[bool, set[Location]] = {True: set(), False: set()}
+    budget = limit - 32  # {"SchemaVersion":1.1,...}
+    for change in changes:
+        cost = len(change.fragment().encode()) + 1
+        if change.location not in paths[change.remove]:
+            cost += _PATH_OVERHEAD + sum(len(part) for part in change.location)
+        if batch and size[change.remove] + cost > budget:
+            yield from _exact(batch, force, limit)
+            batch, size, paths = [], {True: 0, False: 0}, {True: set(), False: set()}
+            cost = len(change.fragment().encode()) + 1 + _PATH_OVERHEAD + sum(len(p) for p in change.location)
+        batch.append(change)
+        size[change.remove] += cost
+        paths[change.remove].add(change.location)
+    if batch:
+        yield from _exact(batch, force, limit)
+
+
+def _exact(changes: list[Change], force: bool, limit: int) -> Iterator[Payload]:
+    updatable = _blob([c for c in changes if not c.remove])
+    removable = _blob([c for c in changes if c.remove])
+    too_big = any(blob is not None and len(blob) > limit for blob in (updatable, removable))
+    if too_big and len(changes) > 1:
+        half = len(changes) // 2
+        yield from _exact(changes[:half], force, limit)
+        yield from _exact(changes[half:], force, limit)
+        return
+    yield Payload(updatable, removable, force, len(changes))
+
+
+def _blob(changes: list[Change]) -> bytes | None:
+    if not changes:
+        return None
+    document: dict[str, Any] = {"SchemaVersion": SCHEMA_VERSION}
+    for change in changes:
+        _dicom_at(document, change.location)[change.key] = change.value
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _dicom_at(document: dict[str, Any], location: Location) -> dict[str, Any]:
+    if not location:
+        holder = document.setdefault("Patient", {})
+    else:
+        study = document.setdefault("Study", {})
+        if location[0] == "study":
+            holder = study
+        else:
+            series = study.setdefault("Series", {}).setdefault(location[1], {})
+            holder = (
+                series
+                if location[0] == "series"
+                else series.setdefault("Instances", {}).setdefault(location[2], {})
+            )
+    dicom: dict[str, Any] = holder.setdefault("DICOM", {})
+    return dicom
+
+
+# ---------------------------------------------------------------------- identifying values
+def identifying_values(document: Mapping[str, Any], profile: Profile) -> set[str]:
+    """The original's text values that the profile changes (casefolded; names also by component).
+
+    Kept values (``K``) and values the profile only cleans are not identifying by themselves; dates are
+    (unless Retain Full Dates keeps them), and so are UIDs when the profile replaces them.
+    """
+    found: set[str] = set()
+    for _, dicom, _ in _levels(document, document, {}):
+        _collect(dicom, profile, found)
+    return {value for value in found if value.strip()}
+
+
+def _collect(dicom: Mapping[str, Any], profile: Profile, found: set[str]) -> None:
+    for key, value in dicom.items():
+        if key in _MARKERS or key in _GENERATED:
+            continue
+        tag = _tag_of(key)
+        if tag is None:
+            continue
+        if (tag >> 16) & 1:
+            action = Action.REMOVE
+        elif key in ("PatientName", "PatientID"):
+            action = Action.DUMMY
+        else:
+            action = profile.action(tag)
+        vr = _standard_vr_vm(tag)[0]
+        if isinstance(value, list) and value and isinstance(value[0], Mapping):
+            for item in value:
+                _collect(item, profile, found)
+            continue
+        if action in (Action.KEEP, Action.CLEAN) or vr in _BINARY_VRS or vr in _NUMBER_VRS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and text.strip():
+                folded = text.strip().casefold()
+                found.add(folded)
+                if vr == "PN":
+                    found.update(part for part in re.split(r"[\^=]", folded) if len(part) >= 2)
+
+
+def remaining_identifiers(document: Mapping[str, Any], identifiers: set[str]) -> list[str]:
+    """Where identifying values still appear in ``document`` (any string, at any depth): paths, not values."""
+    ordered = sorted((i for i in identifiers if len(i) >= _MIN_IDENTIFIER), key=len, reverse=True)
+    hits: list[str] = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                visit(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                visit(value, f"{path}[{index}]")
+        elif isinstance(node, str):
+            folded = node.casefold()
+            for identifier in ordered:
+                whole = identifier == folded.strip()
+                if whole or (len(identifier) >= _MIN_SUBSTRING and identifier in folded):
+                    hits.append(path)
+                    return
+
+    visit(document, "")
+    return hits
