@@ -41,6 +41,7 @@ from ahi_pipeline.deid_profile import Action, Profile
 __all__ = [
     "PAYLOAD_LIMIT",
     "Change",
+    "Identifiers",
     "Payload",
     "Plan",
     "Pseudonyms",
@@ -54,6 +55,7 @@ PAYLOAD_LIMIT: Final = 10 * 1024
 SCHEMA_VERSION: Final = 1.1
 
 _HEX = re.compile(r"[0-9A-Fa-f]{8}")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
 _FORCE_ONLY: Final = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyID"})
 _GENERATED: Final = frozenset(
     {"SchemaVersion", "DatastoreID", "ImageSetID", "PixelData", "Checksum", "Width", "Height"}
@@ -210,7 +212,7 @@ def plan(
         pseudonyms=pseudonyms,
         vrs=_all_vrs(latest) | _all_vrs(original),
         offset=pseudonyms.date_offset_days(patient_key) if profile.modified_dates else 0,
-        identifiers=tuple(sorted(identifying_values(original, profile), key=len, reverse=True)),
+        identifiers=tuple(sorted(identifying_values(original, profile).changed, key=len, reverse=True)),
         plan=result,
     )
     renamed = _renames(original, profile, pseudonyms)
@@ -507,49 +509,77 @@ def _dicom_at(document: dict[str, Any], location: Location) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- identifying values
-def identifying_values(document: Mapping[str, Any], profile: Profile) -> set[str]:
+@dataclass(frozen=True)
+class Identifiers:
+    """The original's identifying text values (``changed``) and the values the profile keeps (``kept``)."""
+
+    changed: frozenset[str]
+    kept: frozenset[str]
+
+
+def identifying_values(document: Mapping[str, Any], profile: Profile) -> Identifiers:
     """The original's text values that the profile changes (casefolded; names also by component).
 
-    Kept values (``K``) and values the profile only cleans are not identifying by themselves; dates are
-    (unless Retain Full Dates keeps them), and so are UIDs when the profile replaces them.
+    Not identifying: what the profile keeps anywhere in the document (a value kept in one attribute is
+    by the profile's own judgement not identifying in another), what it only cleans, numbers (numeric
+    VRs, and DS/IS or private values that parse as numbers), codes (CS) and private creators.
     """
-    found: set[str] = set()
+    changed: set[str] = set()
+    kept: set[str] = set()
+    vrs = _all_vrs(document)
     for _, dicom, _ in _levels(document, document, {}):
-        _collect(dicom, profile, found)
-    return {value for value in found if value.strip()}
+        _collect(dicom, profile, vrs, (changed, kept))
+    return Identifiers(frozenset(v for v in changed - kept if v.strip()), frozenset(kept))
 
 
-def _collect(dicom: Mapping[str, Any], profile: Profile, found: set[str]) -> None:
+def _collect(
+    dicom: Mapping[str, Any], profile: Profile, vrs: Mapping[str, str], into: tuple[set[str], set[str]]
+) -> None:
+    changed, kept = into
     for key, value in dicom.items():
         if key in _MARKERS or key in _GENERATED:
             continue
         tag = _tag_of(key)
         if tag is None:
             continue
-        if (tag >> 16) & 1:
-            action = Action.REMOVE
-        elif key in ("PatientName", "PatientID"):
-            action = Action.DUMMY
-        else:
-            action = profile.action(tag)
-        vr = _standard_vr_vm(tag)[0]
+        private = bool((tag >> 16) & 1)
+        if private and tag & 0xFFFF < 0x1000:
+            continue  # a private creator names a vendor's dictionary, not a person
+        action = _original_action(key, tag, profile)
+        vr = vrs.get(key) or _standard_vr_vm(tag)[0]
         if isinstance(value, list) and value and isinstance(value[0], Mapping):
             for item in value:
-                _collect(item, profile, found)
+                _collect(item, profile, vrs, into)
             continue
-        if action in (Action.KEEP, Action.CLEAN) or vr in _BINARY_VRS or vr in _NUMBER_VRS:
+        if vr in _BINARY_VRS or vr in _NUMBER_VRS or vr == "CS":
             continue
+        bucket = kept if action in (Action.KEEP, Action.CLEAN) else changed
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and text.strip():
-                folded = text.strip().casefold()
-                found.add(folded)
-                if vr == "PN":
-                    found.update(part for part in re.split(r"[\^=]", folded) if len(part) >= 2)
+            if not isinstance(text, str) or not text.strip():
+                continue
+            folded = text.strip().casefold()
+            if (vr in ("DS", "IS") or private) and _NUMBER.fullmatch(folded):
+                continue
+            bucket.add(folded)
+            if vr == "PN":
+                bucket.update(part for part in re.split(r"[\^=]", folded) if len(part) >= 2)
 
 
-def remaining_identifiers(document: Mapping[str, Any], identifiers: set[str]) -> list[str]:
-    """Where identifying values still appear in ``document`` (any string, at any depth): paths, not values."""
-    ordered = sorted((i for i in identifiers if len(i) >= _MIN_IDENTIFIER), key=len, reverse=True)
+def _original_action(key: str, tag: int, profile: Profile) -> Action:
+    if (tag >> 16) & 1:
+        return Action.REMOVE
+    if key in ("PatientName", "PatientID"):
+        return Action.DUMMY
+    return profile.action(tag)
+
+
+def remaining_identifiers(document: Mapping[str, Any], identifiers: Identifiers) -> list[str]:
+    """Where identifying values still appear in ``document`` (any string, at any depth): paths, not values.
+
+    A string equal to a value the profile kept is not searched (``TOSHIBA`` removed from
+    InstitutionName does not make the kept Manufacturer ``TOSHIBA_MEC`` a leak).
+    """
+    ordered = sorted((i for i in identifiers.changed if len(i) >= _MIN_IDENTIFIER), key=len, reverse=True)
     hits: list[str] = []
 
     def visit(node: Any, path: str) -> None:
@@ -561,6 +591,8 @@ def remaining_identifiers(document: Mapping[str, Any], identifiers: set[str]) ->
                 visit(value, f"{path}[{index}]")
         elif isinstance(node, str):
             folded = node.casefold()
+            if folded.strip() in identifiers.kept:
+                return
             for identifier in ordered:
                 whole = identifier == folded.strip()
                 if whole or (len(identifier) >= _MIN_SUBSTRING and identifier in folded):
