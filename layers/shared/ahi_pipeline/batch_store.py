@@ -15,6 +15,11 @@ Three kinds of item share the table, told apart by the ``batchId`` value and a `
     A short lease held while claims are read and written, so that check-then-claim is atomic even if
     two invocations ever run at once (StartImport's reserved concurrency is 1, so it is never contended
     in normal operation).  It expires on its own if its holder dies.
+``imageset#<image set id>`` (kind ``imageset``)
+    The de-identification stage's record of an imported image set: ``state`` IN_PROGRESS, READY,
+    SKIPPED (de-identification disabled) or FAILED (cannot be de-identified: ``error`` says why);
+    ``startVersion`` (the version de-identification started from: its values are the originals),
+    ``copyImageSetId`` (the clean copy, once made), ``finalImageSetId``, ``attempts``, ``reportUri``.
 ``job#<job id>`` (kind ``job``)
     The completion stage's record of an import job: ``state`` QUEUED (the reconciler sent it for
     handling), IN_PROGRESS (an attempt started; ``attempts`` counts them), HANDLED (results read,
@@ -43,10 +48,20 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-__all__ = ["BatchRecord", "BatchState", "BatchStore", "JobRecord", "JobState", "LeaseUnavailableError"]
+__all__ = [
+    "BatchRecord",
+    "BatchState",
+    "BatchStore",
+    "DeidRecord",
+    "DeidState",
+    "JobRecord",
+    "JobState",
+    "LeaseUnavailableError",
+]
 
 CLAIM_PREFIX: Final = "object#"
 JOB_PREFIX: Final = "job#"
+IMAGE_SET_PREFIX: Final = "imageset#"
 LEASE_KEY: Final = "lease#planner"
 _GET_CHUNK: Final = 100  # BatchGetItem's limit
 _WRITE_CHUNK: Final = 25  # BatchWriteItem's limit
@@ -72,6 +87,29 @@ class JobState(enum.StrEnum):
     @property
     def final(self) -> bool:
         return self in (JobState.HANDLED, JobState.IGNORED)
+
+
+class DeidState(enum.StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"
+    READY = "READY"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+
+    @property
+    def final(self) -> bool:
+        return self is not DeidState.IN_PROGRESS
+
+
+@dataclass(frozen=True, slots=True)
+class DeidRecord:
+    image_set_id: str
+    state: DeidState
+    attempts: int = 0
+    start_version: str | None = None
+    copy_image_set_id: str | None = None
+    final_image_set_id: str | None = None
+    error: str | None = None
+    report_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,21 +426,27 @@ class BatchStore:
 
     def _update_open_job(self, job_id: str, expression: str, values: dict[str, Any]) -> bool:
         """Update the job's record unless it is final (HANDLED or IGNORED); ``False`` when it is."""
+        return self._update_open(JOB_PREFIX + job_id, expression, values, kind="job", final=_JOB_FINAL)
+
+    def _update_open(
+        self, key: str, expression: str, values: dict[str, Any], *, kind: str, final: tuple[str, ...]
+    ) -> bool:
+        """Update a record unless its state is one of ``final``; ``False`` when it is."""
         names = {"#state": "state", "#kind": "kind"}
         if "#error" in expression:
             names["#error"] = "error"
+        finals = {f":final{index}": {"S": state} for index, state in enumerate(final)}
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"batchId": {"S": JOB_PREFIX + job_id}},
+                Key={"batchId": {"S": key}},
                 UpdateExpression=expression,
-                ConditionExpression="attribute_not_exists(#state) OR NOT #state IN (:handled, :ignored)",
+                ConditionExpression=f"attribute_not_exists(#state) OR NOT #state IN ({', '.join(finals)})",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
-                    ":kind": {"S": "job"},
-                    ":handled": {"S": JobState.HANDLED.value},
-                    ":ignored": {"S": JobState.IGNORED.value},
+                    ":kind": {"S": kind},
                     ":now": {"S": _now_iso(self._clock())},
+                    **finals,
                     **values,
                 },
             )
@@ -411,6 +455,61 @@ class BatchStore:
                 return False
             raise
         return True
+
+    # ------------------------------------------------------------------ image sets (de-identification)
+    def deid_record(self, image_set_id: str) -> DeidRecord | None:
+        items = self._get_many([IMAGE_SET_PREFIX + image_set_id])
+        return _deid_record(items[0]) if items else None
+
+    def begin_deid(self, image_set_id: str, *, start_version: str) -> DeidRecord | None:
+        """Count an attempt (keeping the first ``startVersion``); the final record instead if there is one."""
+        written = self._update_open(
+            IMAGE_SET_PREFIX + image_set_id,
+            "SET #state = :state, #kind = :kind, startVersion = if_not_exists(startVersion, :version), "
+            "attempts = if_not_exists(attempts, :zero) + :one, updatedAt = :now",
+            {
+                ":state": {"S": DeidState.IN_PROGRESS.value},
+                ":version": {"S": start_version},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+            kind="imageset",
+            final=_DEID_FINAL,
+        )
+        return None if written else self.deid_record(image_set_id)
+
+    def record_copy(self, image_set_id: str, copy_image_set_id: str) -> None:
+        self._update_open(
+            IMAGE_SET_PREFIX + image_set_id,
+            "SET #kind = :kind, copyImageSetId = :copy, updatedAt = :now",
+            {":copy": {"S": copy_image_set_id}},
+            kind="imageset",
+            final=_DEID_FINAL,
+        )
+
+    def finish_deid(
+        self,
+        image_set_id: str,
+        *,
+        state: DeidState,
+        final_image_set_id: str | None,
+        report_uri: str | None,
+        error: str | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {":state": {"S": state.value}}
+        expression = "SET #state = :state, #kind = :kind, finishedAt = :now, updatedAt = :now"
+        for name, value in (
+            ("finalImageSetId", final_image_set_id),
+            ("reportUri", report_uri),
+            ("#error", error),
+        ):
+            if value:
+                placeholder = ":" + name.lstrip("#")
+                expression += f", {name} = {placeholder}"
+                values[placeholder] = {"S": value[:1000]}
+        return self._update_open(
+            IMAGE_SET_PREFIX + image_set_id, expression, values, kind="imageset", final=_DEID_FINAL
+        )
 
     # ------------------------------------------------------------------ lease
     @contextlib.contextmanager
@@ -513,6 +612,27 @@ class BatchStore:
             else:
                 raise RuntimeError("DynamoDB left keys unprocessed after 10 attempts")
         return found
+
+
+_JOB_FINAL: Final = (JobState.HANDLED.value, JobState.IGNORED.value)
+_DEID_FINAL: Final = (DeidState.READY.value, DeidState.SKIPPED.value, DeidState.FAILED.value)
+
+
+def _deid_record(item: dict[str, Any]) -> DeidRecord:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return DeidRecord(
+        image_set_id=item["batchId"]["S"].removeprefix(IMAGE_SET_PREFIX),
+        state=DeidState(item["state"]["S"]),
+        attempts=int(item.get("attempts", {}).get("N", "0")),
+        start_version=text("startVersion"),
+        copy_image_set_id=text("copyImageSetId"),
+        final_image_set_id=text("finalImageSetId"),
+        error=text("error"),
+        report_uri=text("reportUri"),
+    )
 
 
 def _job_record(item: dict[str, Any]) -> JobRecord:

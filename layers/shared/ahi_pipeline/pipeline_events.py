@@ -12,6 +12,13 @@ ids and counts only, never DICOM content.
     (``imageSetVersion`` and ``isPrimary`` only when the service said; ``batchId`` null for a job
     the pipeline did not start)
 
+``Image Set Ready`` (one per image set the de-identification stage finished; ``imageSetId`` is the clean
+copy when the history was purged)::
+
+    {"schemaVersion": 1, "datastoreId": "…", "imageSetId": "…", "sourceImageSetId": "…",
+     "importJobId": "…", "batchId": "…",
+     "deidentification": {"status": "deidentified", "edition": "2025b", "options": ["CleanDescriptors"]}}
+
 ``Import Files Failed`` (one per job with at least one file that did not import)::
 
     {"schemaVersion": 1, "datastoreId": "…", "importJobId": "…", "batchId": "…", "jobStatus": "COMPLETED",
@@ -34,17 +41,20 @@ from ahi_pipeline.job_results import ImageSetCount
 
 __all__ = [
     "IMAGE_SET_IMPORTED",
+    "IMAGE_SET_READY",
     "IMPORT_FILES_FAILED",
     "SOURCE",
     "EventBusGateway",
     "PublishError",
     "image_set_imported",
+    "image_set_ready",
     "import_files_failed",
 ]
 
 SOURCE: Final = "healthimaging-automation"
 IMAGE_SET_IMPORTED: Final = "Image Set Imported"
 IMPORT_FILES_FAILED: Final = "Import Files Failed"
+IMAGE_SET_READY: Final = "Image Set Ready"
 SCHEMA_VERSION: Final = 1
 #: ``PutEvents`` accepts at most 10 entries per call.
 PUT_EVENTS_BATCH: Final = 10
@@ -106,6 +116,32 @@ def import_files_failed(
         "reportUri": report_uri,
     }
     return _entry(bus, IMPORT_FILES_FAILED, detail, [])
+
+
+def image_set_ready(
+    *,
+    bus: str,
+    datastore_id: str,
+    image_set_id: str,
+    source_image_set_id: str,
+    job_id: str | None,
+    batch_id: str | None,
+    status: str,
+    profile: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``PutEvents`` entry announcing an image set ready for the next stages.
+
+    ``status`` is ``deidentified`` or ``skipped``; ``profile`` names the edition and options applied.
+    """
+    detail = {
+        "datastoreId": datastore_id,
+        "imageSetId": image_set_id,
+        "sourceImageSetId": source_image_set_id,
+        "importJobId": job_id,
+        "batchId": batch_id,
+        "deidentification": {"status": status, **profile},
+    }
+    return _entry(bus, IMAGE_SET_READY, detail, [])
 
 
 class PublishError(RuntimeError):

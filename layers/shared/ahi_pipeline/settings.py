@@ -20,9 +20,11 @@ __all__ = [
     "JOB_MAX_BYTES",
     "JOB_MAX_FILES",
     "CompletionSettings",
+    "DeidSettings",
     "Settings",
     "SettingsError",
     "current_completion_settings",
+    "current_deid_settings",
     "current_settings",
 ]
 
@@ -74,6 +76,17 @@ class _Environment:
         except ValueError:
             self.problems.append(f"{name} must be an integer; got {value!r}")
             return default
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.env.get(name, "").strip().lower()
+        if not value:
+            return default
+        if value in ("true", "yes", "1", "on"):
+            return True
+        if value in ("false", "no", "0", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false; got {value!r}")
+        return default
 
     def seconds(self, name: str, default: float) -> float:
         value = self.env.get(name, "").strip()
@@ -379,3 +392,104 @@ class CompletionSettings:
 def current_completion_settings() -> CompletionSettings:
     """The completion stage's settings, read from ``os.environ`` on first use."""
     return CompletionSettings.from_env()
+
+
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+")
+
+
+@dataclass(frozen=True, slots=True)
+class DeidSettings:
+    """What Deidentify needs to know about its stack.
+
+    Attributes
+    ----------
+    enabled
+        ``DEIDENTIFY`` (``true``/``false``): when false, image sets are announced Ready as ``skipped``.
+    options
+        ``DEID_OPTIONS``: the PS3.15 options (see :mod:`ahi_pipeline.deid_profile`).
+    purge_history
+        ``PURGE_HISTORY``: copy the verified version into a new image set and delete the original, so
+        that no version of the result holds the original values.
+    key_secret_arn
+        ``DEID_KEY_SECRET_ARN``: the Secrets Manager secret holding the pseudonymization key.
+    """
+
+    datastore_id: str
+    output_bucket: str
+    batch_table: str
+    idempotency_table: str
+    event_bus_name: str
+    key_secret_arn: str
+    enabled: bool = True
+    purge_history: bool = True
+    options: str = ""
+    reports_prefix: str = "reports/"
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise SettingsError("Deidentify", problems)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeidSettings:
+        """Settings from ``environ`` (default ``os.environ``).
+
+        Raises
+        ------
+        SettingsError
+            Listing every missing or invalid variable.
+        """
+        env = _Environment(environ)
+        values = {
+            "datastore_id": env.text("DATASTORE_ID"),
+            "output_bucket": env.text("OUTPUT_BUCKET"),
+            "batch_table": env.text("BATCH_TABLE"),
+            "idempotency_table": env.text("IDEMPOTENCY_TABLE"),
+            "event_bus_name": env.text("EVENT_BUS_NAME"),
+            "key_secret_arn": env.text("DEID_KEY_SECRET_ARN"),
+            "options": env.text("DEID_OPTIONS", ""),
+            "reports_prefix": env.text("REPORTS_PREFIX", "reports/"),
+        }
+        enabled, purge = env.flag("DEIDENTIFY", True), env.flag("PURGE_HISTORY", True)
+
+        def build() -> DeidSettings:
+            return cls(**values, enabled=enabled, purge_history=purge)
+
+        _every_problem("Deidentify", build, env.problems)
+        return build()
+
+    def report_key(self, image_set_id: str) -> str:
+        """Key of an image set's de-identification report, ``reports/deidentification/<id>.json``."""
+        return f"{self.reports_prefix}deidentification/{image_set_id}.json"
+
+    def _problems(self) -> list[str]:
+        from ahi_pipeline.deid_profile import ProfileError, parse_options  # noqa: PLC0415 - no cycle
+
+        problems = []
+        if not _DATASTORE_ID.fullmatch(self.datastore_id):
+            problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {self.datastore_id!r}")
+        if not _BUCKET.fullmatch(self.output_bucket) or ".." in self.output_bucket:
+            problems.append(f"OUTPUT_BUCKET is not a valid S3 bucket name: {self.output_bucket!r}")
+        for name, table in (("BATCH_TABLE", self.batch_table), ("IDEMPOTENCY_TABLE", self.idempotency_table)):
+            if not _TABLE.fullmatch(table):
+                problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
+        if not _EVENT_BUS.fullmatch(self.event_bus_name):
+            problems.append(f"EVENT_BUS_NAME is not an event bus name or ARN: {self.event_bus_name!r}")
+        if not _SECRET_ARN.fullmatch(self.key_secret_arn):
+            problems.append(
+                f"DEID_KEY_SECRET_ARN is not a Secrets Manager secret ARN: {self.key_secret_arn!r}"
+            )
+        problem = _prefix_problem("REPORTS_PREFIX", self.reports_prefix)
+        if problem:
+            problems.append(problem)
+        try:
+            parse_options(self.options)
+        except ProfileError as error:
+            problems.append(f"DEID_OPTIONS: {error}")
+        return problems
+
+
+@per_environment
+def current_deid_settings() -> DeidSettings:
+    """The de-identification stage's settings, read from ``os.environ`` on first use."""
+    return DeidSettings.from_env()
