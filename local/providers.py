@@ -18,6 +18,8 @@ import base64
 import hashlib
 import json
 import logging
+import secrets
+import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -599,6 +601,36 @@ def delete_ssm_parameter(ctx: ProviderContext, resource: Resource) -> None:
     _ignore_missing(lambda: ctx.client("ssm").delete_parameter(Name=resource.physical_id))
 
 
+def create_secret(ctx: ProviderContext, logical_id: str, props: dict[str, Any]) -> Resource:
+    """A Secrets Manager secret; ``GenerateSecretString`` makes a random one as the service would."""
+    name = str(props.get("Name") or physical_name(ctx.stack_name, logical_id, 256))
+    if "SecretString" in props:
+        value = str(props["SecretString"])
+    else:
+        spec = props.get("GenerateSecretString") or {}
+        length = int(spec.get("PasswordLength", 32))
+        excluded = set(str(spec.get("ExcludeCharacters", "")))
+        alphabet = [c for c in string.ascii_letters + string.digits if c not in excluded]
+        if not spec.get("ExcludePunctuation", False):
+            alphabet += [c for c in "!#$%&()*+,-.:;<=>?@[]^_{|}~" if c not in excluded]
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+    request: dict[str, Any] = {"Name": name, "SecretString": value}
+    if "Description" in props:
+        request["Description"] = str(props["Description"])
+    if "KmsKeyId" in props:
+        request["KmsKeyId"] = str(props["KmsKeyId"])
+    arn = ctx.client("secretsmanager").create_secret(**request)["ARN"]
+    return Resource(logical_id, "AWS::SecretsManager::Secret", arn, {"Id": arn})
+
+
+def delete_secret(ctx: ProviderContext, resource: Resource) -> None:
+    _ignore_missing(
+        lambda: ctx.client("secretsmanager").delete_secret(
+            SecretId=resource.physical_id, ForceDeleteWithoutRecovery=True
+        )
+    )
+
+
 # ---------------------------------------------------------------------- HealthImaging
 def create_datastore(ctx: ProviderContext, logical_id: str, props: dict[str, Any]) -> Resource:
     ahi = ctx.client("medical-imaging")
@@ -697,6 +729,7 @@ PROVIDERS: Final[dict[str, Provider]] = {
     "AWS::Serverless::SimpleTable": Provider(create_simple_table, delete_table),
     "AWS::IAM::Role": Provider(create_role, delete_role),
     "AWS::SSM::Parameter": Provider(create_ssm_parameter, delete_ssm_parameter),
+    "AWS::SecretsManager::Secret": Provider(create_secret, delete_secret),
     "AWS::HealthImaging::Datastore": Provider(create_datastore, delete_datastore),
     "AWS::Serverless::LayerVersion": Provider(create_layer),
     "AWS::Serverless::Function": Provider(create_function),

@@ -149,6 +149,25 @@ class Plan:
     def done(self) -> bool:
         return not self.changes
 
+    def produced(self) -> frozenset[str]:
+        """The text values the changes write (pseudonyms, dummies, shifted dates), casefolded."""
+        values: set[str] = set()
+
+        def add(value: Any) -> None:
+            if isinstance(value, str):
+                values.add(value.strip().casefold())
+            elif isinstance(value, list):
+                for item in value:
+                    add(item)
+            elif isinstance(value, Mapping):
+                for item in value.values():
+                    add(item)
+
+        for change in self.changes:
+            if not change.remove:
+                add(change.value)
+        return frozenset(values)
+
     def payloads(self, limit: int = PAYLOAD_LIMIT) -> list[Payload]:
         """The changes packed into payloads (phase order; force only where needed; ≤ ``limit`` per blob)."""
         groups: dict[tuple[Phase, bool], list[Change]] = {}
@@ -551,9 +570,10 @@ def _collect(
             for item in value:
                 _collect(item, profile, vrs, into)
             continue
-        if vr in _BINARY_VRS or vr in _NUMBER_VRS or vr == "CS":
+        if vr in _BINARY_VRS or vr in _NUMBER_VRS:
             continue
-        bucket = kept if action in (Action.KEEP, Action.CLEAN) else changed
+        # Codes (CS) are vocabulary, not identity: never searched for, but kept ones are allowed.
+        bucket = kept if action in (Action.KEEP, Action.CLEAN) or vr == "CS" else changed
         for text in value if isinstance(value, list) else [value]:
             if not isinstance(text, str) or not text.strip():
                 continue
@@ -573,11 +593,14 @@ def _original_action(key: str, tag: int, profile: Profile) -> Action:
     return profile.action(tag)
 
 
-def remaining_identifiers(document: Mapping[str, Any], identifiers: Identifiers) -> list[str]:
+def remaining_identifiers(
+    document: Mapping[str, Any], identifiers: Identifiers, produced: frozenset[str] = frozenset()
+) -> list[str]:
     """Where identifying values still appear in ``document`` (any string, at any depth): paths, not values.
 
-    A string equal to a value the profile kept is not searched (``TOSHIBA`` removed from
-    InstitutionName does not make the kept Manufacturer ``TOSHIBA_MEC`` a leak).
+    A string equal to a value the profile kept, or to one the plan wrote (``produced``), is not searched
+    (``TOSHIBA`` removed from InstitutionName does not make the kept Manufacturer ``TOSHIBA_MEC`` a
+    leak, nor does an original name "ANON" make the pseudonym "ANON^7QX…" one).
     """
     ordered = sorted((i for i in identifiers.changed if len(i) >= _MIN_IDENTIFIER), key=len, reverse=True)
     hits: list[str] = []
@@ -591,7 +614,7 @@ def remaining_identifiers(document: Mapping[str, Any], identifiers: Identifiers)
                 visit(value, f"{path}[{index}]")
         elif isinstance(node, str):
             folded = node.casefold()
-            if folded.strip() in identifiers.kept:
+            if folded.strip() in identifiers.kept or folded.strip() in produced:
                 return
             for identifier in ordered:
                 whole = identifier == folded.strip()
