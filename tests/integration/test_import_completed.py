@@ -153,6 +153,13 @@ class CompletionStack:
         document: dict[str, Any] = json.loads(body["Body"].read())
         return document
 
+    def report_at(self, uri: str) -> dict[str, Any]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        document: dict[str, Any] = json.loads(
+            self.ingest.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        )
+        return document
+
     def job_folder(self, job_id: str) -> tuple[str, str]:
         bucket, _, folder = self.job(job_id)["outputS3Uri"].removeprefix("s3://").partition("/")
         return bucket, folder
