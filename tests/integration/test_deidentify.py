@@ -23,8 +23,11 @@ from ahi_pipeline.runtime import reset_environment
 from emulator.server import Emulator
 from tests.emulator import helpers
 from tests.integration.conftest import REGION, FakeContext, failed_ids
-from tests.integration.test_import_completed import CompletionStack, by_type
-from tests.integration.test_import_completed import make_completion  # noqa: F401 - the fixture
+from tests.integration.test_import_completed import (
+    CompletionStack,
+    by_type,
+    make_completion,  # noqa: F401 - the fixture
+)
 from tests.integration.test_start_import import bundled, dicom_files
 
 pytestmark = pytest.mark.integration
@@ -100,7 +103,9 @@ class DeidStack:
 
 @pytest.fixture
 def make_deid(
-    make_completion: Callable[..., CompletionStack], moto_url: str, monkeypatch: pytest.MonkeyPatch
+    make_completion: Callable[..., CompletionStack],  # noqa: F811 - the fixture imported above
+    moto_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[..., DeidStack]]:
     def make(emulator: Emulator, **environment: str) -> DeidStack:
         completion = make_completion(emulator)
