@@ -93,15 +93,20 @@ class DemoResult:
     jobs_handled: int = 0
     announced: int = 0
     reports: list[str] = field(default_factory=list)
+    #: The de-identification stage, when the template has it: image set record states, Ready events.
+    deidentification: Counter[str] = field(default_factory=Counter)
+    ready: int = 0
 
     @property
     def ok(self) -> bool:
         handled = not self.completion or self.jobs_handled == sum(self.jobs.values())
+        deidentified = not self.deidentification or self.deidentification["FAILED"] == 0
         return (
             not self.unaccounted
             and not self.dead_letters
             and self.events_handled >= self.uploaded
             and handled
+            and deidentified
         )
 
 
@@ -171,6 +176,9 @@ class Demo:
         completion = "PipelineBusName" in self.outputs
         reported = self.board.row("import jobs reported") if completion else None
         announced = self.board.row("image sets announced") if completion else None
+        deid = "DeidentifyQueueUrl" in self.outputs
+        deidentified = self.board.row("image sets de-identified") if deid else None
+        ready = self.board.row("image sets ready") if deid else None
 
         def update(reason: str | None) -> None:
             events.set(len(self._handled_events()), expected_events)
@@ -185,7 +193,12 @@ class Demo:
                 if reported is not None and announced is not None:
                     reported.set(self._job_records()["HANDLED"], finished)
                     self._drain_announcements()
-                    announced.set(self.announced["Image Set Imported"], self.announced["Image Set Imported"])
+                    imported = self.announced["Image Set Imported"]
+                    announced.set(imported, imported)
+                    if deidentified is not None and ready is not None:
+                        states = self._records("imageset")
+                        deidentified.set(sum(states[s] for s in ("READY", "SKIPPED", "FAILED")), imported)
+                        ready.set(self.announced["Image Set Ready"], imported)
             if events.done >= expected_events:
                 events.finish()
             if reason is None:
@@ -204,10 +217,17 @@ class Demo:
             self._job_reports(result, members)
         else:
             self._job_results(result, members)
+        if "DeidentifyQueueUrl" in self.outputs:
+            result.deidentification = self._records("imageset")
+            result.ready = self.announced["Image Set Ready"]
         batched = {key for key, _ in members.values()}
         result.not_batched = sum(1 for item in items if item.key not in batched)
         result.skipped = _skip_reasons(function_log)
-        for name in ("UploadDeadLetterQueueUrl", "JobEventsDeadLetterQueueUrl"):
+        for name in (
+            "UploadDeadLetterQueueUrl",
+            "JobEventsDeadLetterQueueUrl",
+            "DeidentifyDeadLetterQueueUrl",
+        ):
             dead_letter = self.outputs.get(name)
             if dead_letter:
                 attributes = self.sqs.get_queue_attributes(
@@ -240,13 +260,17 @@ class Demo:
 
     def _job_records(self) -> Counter[str]:
         """States of the completion stage's job records (``job#<id>`` items of the batch table)."""
+        return self._records("job")
+
+    def _records(self, kind: str) -> Counter[str]:
+        """States of the batch table's items of one ``kind`` (``job``, ``imageset``)."""
         table = self.outputs.get("BatchTableName")
         states: Counter[str] = Counter()
         if not table:
             return states
         for page in self.dynamodb.get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
-                if item.get("kind", {}).get("S") == "job":
+                if item.get("kind", {}).get("S") == kind:
                     states[item.get("state", {}).get("S", "?")] += 1
         return states
 
@@ -368,6 +392,13 @@ class Demo:
             self.say(
                 f"   announced:          {result.announced} Image Set Imported event(s) on the pipeline bus, "
                 f"{self.announced['Import Files Failed']} Import Files Failed"
+            )
+        if result.deidentification:
+            states = ", ".join(f"{n} {state}" for state, n in sorted(result.deidentification.items()))
+            self.say(f"   de-identification:  {sum(result.deidentification.values())} image sets ({states})")
+            self.say(
+                f"   ready:              {result.ready} Image Set Ready event(s); reports under "
+                f"s3://{self.outputs['OutputBucketName']}/reports/deidentification/"
             )
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in result.skipped.items())
         self.say(

@@ -40,6 +40,10 @@ def test_the_demo_imports_the_samples_and_accounts_for_every_upload(tmp_path: Pa
     assert f"✓ {samples}/{samples} image sets announced" in text
     assert "job reports:        1 of 1 jobs reported by ImportCompleted" in text
     assert f"announced:          {samples} Image Set Imported event(s) on the pipeline bus, 1 Import" in text
+    # … and the de-identification stage's: every image set de-identified and announced Ready
+    assert f"✓ {samples}/{samples} image sets de-identified" in text
+    assert f"✓ {samples}/{samples} image sets ready" in text
+    assert f"de-identification:  {samples} image sets ({samples} READY)" in text
     # … one line per step, no terminal control codes
     assert "\x1b" not in text
     assert (tmp_path / "functions.log").stat().st_size > 0

@@ -78,7 +78,8 @@ class DeidGateway:
     attempts, base_delay, max_delay
         This gateway's own retries of throttling and quota errors (after botocore's).
     poll, timeout
-        How often, and how long, to poll GetImageSet while a write runs.
+        The longest pause between GetImageSet polls while a write runs (polls start at 50 ms and
+        double), and how long to wait at most.
     sleep, clock
         Injected in unit tests.
     """
@@ -90,7 +91,7 @@ class DeidGateway:
         attempts: int = 6,
         base_delay: float = 2.0,
         max_delay: float = 30.0,
-        poll: float = 0.5,
+        poll: float = 1.0,
         timeout: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -190,7 +191,7 @@ class DeidGateway:
                 raise
             if properties.state == "DELETED":
                 return
-            self._sleep(self._poll)
+            self._sleep(min(self._poll, 0.2))
         raise TimeoutError(f"image set {image_set_id} not deleted after {self._timeout:.0f} s")
 
     def tag(self, arn: str, tags: dict[str, str]) -> None:
@@ -215,6 +216,7 @@ class DeidGateway:
 
     def _settle(self, datastore_id: str, image_set_id: str, *, failed: str) -> ImageSetProperties:
         deadline = self._clock() + self._timeout
+        pause = 0.05
         while True:
             properties = self.image_set(datastore_id, image_set_id)
             if properties.state != "LOCKED":
@@ -223,7 +225,8 @@ class DeidGateway:
                 return properties
             if self._clock() > deadline:
                 raise TimeoutError(f"image set {image_set_id} still LOCKED after {self._timeout:.0f} s")
-            self._sleep(self._poll)
+            self._sleep(pause)
+            pause = min(pause * 2, self._poll)
 
 
 def _code(error: ClientError) -> str:
