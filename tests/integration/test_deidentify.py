@@ -152,9 +152,22 @@ def synthetic_series(count: int = 3) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------------------------ the happy path
-def test_a_series_full_of_identifiers_leaves_none_in_any_version_of_the_result(deid: DeidStack) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param("", id="basic"),
+        pytest.param(
+            "RetainLongitudinalModifiedDates,RetainPatientCharacteristics,CleanDescriptors", id="default"
+        ),
+        pytest.param("RetainUIDs,RetainDeviceIdentity,RetainLongitudinalFullDates", id="retain"),
+    ],
+)
+def test_a_series_full_of_identifiers_leaves_none_in_any_version_of_the_result(
+    make_deid: Callable[..., DeidStack], emulator: Emulator, options: str
+) -> None:
     # Given a synthetic series with a distinct identifying value in many Basic Profile attributes,
-    # a private attribute and a sequence, imported and announced
+    # a private attribute and a sequence, imported and announced, and a profile with those options
+    deid = make_deid(emulator, DEID_OPTIONS=options)
     [body] = deid.imported(synthetic_series())
     source = json.loads(body)["detail"]["imageSetId"]
     original_text = json.dumps(deid.metadata(source))
@@ -173,7 +186,8 @@ def test_a_series_full_of_identifiers_leaves_none_in_any_version_of_the_result(d
     # … the final image set has one version, and no identifying value is anywhere in it
     history = deid.all_versions_text(final)
     assert history.count('"SchemaVersion"') == 1
-    for value in [*PHI.values(), "Victoria Vulnerable", "SYNTHETIC_PHI_01"]:
+    kept = {"StationName"} if "RetainDeviceIdentity" in options else set()
+    for value in [*(v for k, v in PHI.items() if k not in kept), "Victoria Vulnerable", "SYNTHETIC_PHI_01"]:
         for part in value if isinstance(value, list) else [value]:
             assert part.casefold() not in history.casefold(), part
     document = deid.metadata(final)

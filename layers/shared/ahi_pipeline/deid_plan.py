@@ -61,7 +61,8 @@ _GENERATED: Final = frozenset(
     {"SchemaVersion", "DatastoreID", "ImageSetID", "PixelData", "Checksum", "Width", "Height"}
     | {"MinPixelValue", "MaxPixelValue", "FrameSizeInBytes"}
 )
-_TEXT_VRS: Final = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_TEXT_VRS: Final = frozenset({"AE", "AS", "CS", "LO", "PN", "SH", "UC", "UR"})
+_NARRATIVE_VRS: Final = frozenset({"LT", "ST", "UT"})
 _BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _DATE_VRS: Final = frozenset({"DA", "DT"})
 _NUMBER_VRS: Final = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
@@ -383,6 +384,11 @@ def _clean(context: _Context, vr: str, source: Any) -> Any:
             return dummy
     if vr == "TM":
         return source
+    if vr in _NARRATIVE_VRS:
+        # Narrative text (comments, histories) names other people and places as often as the patient;
+        # cleaning it needs a reader, not a lookup, so it is replaced.
+        dummy = pseudonyms.dummy(vr)
+        return _ABSENT if dummy is None else dummy
     if vr in _TEXT_VRS and _identifying(context, source):
         dummy = pseudonyms.dummy(vr)
         return _ABSENT if dummy is None else dummy

@@ -17,9 +17,11 @@ does with them:
   enabled options apply to one row, keeping (``K``) wins over cleaning (``C``), which wins over the
   Basic Profile's action.
 * **Clean** means, by the kind of value: dates and date-times are shifted by the patient's offset
-  (Retain Longitudinal Temporal Information with Modified Dates); text (descriptors, device and
-  patient characteristics) is kept only when it holds none of the image set's identifying values and
-  is replaced with a dummy otherwise; a private attribute is kept only when it is listed as safe.
+  (Retain Longitudinal Temporal Information with Modified Dates); short text (descriptors such as
+  SeriesDescription, device and patient characteristics: LO, SH, CS, …) is kept only when it holds
+  none of the image set's identifying values and is replaced with a dummy otherwise; narrative text
+  (LT, ST, UT: comments, histories) is replaced, since cleaning prose needs a reader, not a lookup;
+  a private attribute is kept only when it is listed as safe.
 * **Private attributes** (odd groups) are removed, unless Retain Safe Private keeps the ones in the
   safe list (:data:`SAFE_PRIVATE` and any the deployment adds: ``(creator, group, element byte)``).
   PS3.15 Table E.3.10-1 is not bundled, so the default list is empty and every private attribute is
