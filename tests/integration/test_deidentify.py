@@ -337,3 +337,18 @@ def test_a_poison_message_fails_alone(deid: DeidStack) -> None:
     response = deid.deidentify(body, json.dumps({"source": "aws.s3", "detail-type": "Object Created"}))
     assert len(failed_ids(response)) == 1
     assert len(deid.ready()) == 1
+
+
+def test_the_sample_event_of_events_runs(deid: DeidStack) -> None:
+    # Given events/deidentify.json pointed at a real imported image set of this stack
+    [body] = deid.imported(dicom_files(1, folder="incoming/sample/"))
+    real = json.loads(body)["detail"]
+    with open("events/deidentify.json") as handle:
+        event = json.load(handle)
+    sample = json.loads(event["Records"][0]["body"])
+    sample["detail"].update({k: real[k] for k in ("datastoreId", "imageSetId", "importJobId", "batchId")})
+    event["Records"][0]["body"] = json.dumps(sample)
+
+    # When Deidentify handles it, then the image set is Ready
+    assert deid.deidentify(event["Records"][0]["body"]) == {"batchItemFailures": []}
+    assert len(deid.ready()) == 1
