@@ -12,6 +12,7 @@ Modules of the ingest stage (StartImport):
 * :mod:`ahi_pipeline.s3_gateway`, :mod:`ahi_pipeline.imaging_gateway`, :mod:`ahi_pipeline.batch_store`:
   S3, HealthImaging and the DynamoDB batch table.
 * :mod:`ahi_pipeline.ingest`: the stage itself, from parsed messages to the SQS partial batch response.
+
 The completion stage (ImportCompleted, ReconcileJobs): :mod:`ahi_pipeline.job_results` (the job's result
 files, parsed and checked; pure), :mod:`ahi_pipeline.pipeline_events` (the pipeline's events and the bus),
 :mod:`ahi_pipeline.completion` (the stage and the reconciler).
@@ -21,6 +22,7 @@ The de-identification stage (Deidentify): :mod:`ahi_pipeline.deid_profile` (PS3.
 (the planner; pure), :mod:`ahi_pipeline.deid_gateway` (HealthImaging writes), :mod:`ahi_pipeline.deidentify`
 (the stage).
 
-* :mod:`ahi_pipeline.clients`, :mod:`ahi_pipeline.observability`, :mod:`ahi_pipeline.runtime`: boto3
-  clients, the Powertools singletons, and the per-environment caches (``reset_environment`` in tests).
+Shared: :mod:`ahi_pipeline.clients`, :mod:`ahi_pipeline.observability`, :mod:`ahi_pipeline.runtime` (boto3
+clients, the Powertools singletons, the per-environment caches: ``reset_environment`` in tests) and
+:mod:`ahi_pipeline.backoff`.
 """
