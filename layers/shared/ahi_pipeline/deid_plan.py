@@ -382,14 +382,10 @@ def _clean(context: _Context, vr: str, source: Any) -> Any:
         except ValueError:
             dummy = pseudonyms.dummy(vr)  # a malformed date cannot be shifted: it is replaced
             return dummy
-    if vr == "TM":
-        return source
-    if vr in _NARRATIVE_VRS:
-        # Narrative text (comments, histories) names other people and places as often as the patient;
-        # cleaning it needs a reader, not a lookup, so it is replaced.
-        dummy = pseudonyms.dummy(vr)
-        return _ABSENT if dummy is None else dummy
-    if vr in _TEXT_VRS and _identifying(context, source):
+    # Narrative text (comments, histories) names other people and places as often as the patient:
+    # cleaning it needs a reader, not a lookup, so it is replaced; short text is kept when it holds
+    # none of the image set's identifying values.  Times of day are kept (a whole-day shift).
+    if vr in _NARRATIVE_VRS or (vr in _TEXT_VRS and _identifying(context, source)):
         dummy = pseudonyms.dummy(vr)
         return _ABSENT if dummy is None else dummy
     return source
