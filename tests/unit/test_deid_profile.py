@@ -59,7 +59,9 @@ BASIC_COMBINED = {"X/Z": "Z", "X/D": "D", "X/Z/D": "D", "Z/D": "D", "X/Z/U*": "U
 OPTION_SETS: dict[str, frozenset[str]] = {
     "none": frozenset(),
     **{name: frozenset({name}) for name in COLUMN_OF},
-    "dates-descriptors-uids": frozenset({"RetainLongitudinalModifiedDates", "CleanDescriptors", "RetainUIDs"}),
+    "dates-descriptors-uids": frozenset(
+        {"RetainLongitudinalModifiedDates", "CleanDescriptors", "RetainUIDs"}
+    ),
     "full-dates-characteristics-device-institution": frozenset(
         {
             "RetainLongitudinalFullDates",

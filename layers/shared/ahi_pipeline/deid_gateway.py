@@ -113,6 +113,15 @@ class DeidGateway:
         response = self._client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
         return ImageSetProperties.from_wire(dict(response))
 
+    def image_set_or_none(self, datastore_id: str, image_set_id: str) -> ImageSetProperties | None:
+        """GetImageSet; ``None`` when the data store has no such image set."""
+        try:
+            return self.image_set(datastore_id, image_set_id)
+        except ClientError as error:
+            if _code(error) == "ResourceNotFoundException":
+                return None
+            raise
+
     def metadata(self, datastore_id: str, image_set_id: str, version_id: str | None = None) -> dict[str, Any]:
         """GetImageSetMetadata, decompressed and parsed (the latest version unless ``version_id``)."""
         self.calls["GetImageSetMetadata"] += 1

@@ -66,6 +66,8 @@ _NARRATIVE_VRS: Final = frozenset({"LT", "ST", "UT"})
 _BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _DATE_VRS: Final = frozenset({"DA", "DT"})
 _NUMBER_VRS: Final = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+#: A removal quotes the stored value; a value whose JSON is longer than this is emptied first.
+_LARGEST_REMOVAL: Final = PAYLOAD_LIMIT - 1024
 #: Set by the marker change once every other change is made.
 _MARKERS: Final = frozenset({"PatientIdentityRemoved", "DeidentificationMethod"})
 #: Identifying values shorter than this are matched whole, never inside other text ("F", "12").
@@ -317,11 +319,23 @@ def _attribute(
     vr = context.vrs.get(key) or _standard_vr_vm(tag)[0] or "UN"
     if action is Action.KEEP and vr != "SQ":
         return  # kept as it is now, whoever wrote it
-    # Replacements derive from the original value (a value written since counts as an original).
+    if original is _ABSENT and _transforms(key, action, vr, context):
+        # Written after de-identification started: whether it was already transformed cannot be
+        # told, and transforming it again would never converge, so it is removed.
+        _record(context, location, key, value, target=_ABSENT, action="X")
+        return
+    # Replacements derive from the original value.
     source = value if original is _ABSENT else original
     _record(
         context, location, key, value, target=_target(context, key, vr, action, source), action=action.value
     )
+
+
+def _transforms(key: str, action: Action, vr: str, context: _Context) -> bool:
+    """Whether the action maps a value to another that depends on it (applying it twice differs)."""
+    if action is Action.UID or key in ("PatientName", "PatientID") or vr == "SQ":
+        return True
+    return action is Action.CLEAN and vr in _DATE_VRS and context.profile.modified_dates
 
 
 def _action(context: _Context, tag: int, key: str, siblings: Mapping[str, Any]) -> Action:
@@ -393,12 +407,19 @@ def _clean(context: _Context, vr: str, source: Any) -> Any:
 
 def _identifying(context: _Context, value: Any) -> bool:
     texts = value if isinstance(value, list) else [value]
-    for text in texts:
-        folded = str(text).casefold()
-        for identifier in context.identifiers:
-            if identifier == folded or (len(identifier) >= _MIN_SUBSTRING and identifier in folded):
-                return True
-    return False
+    return any(_contains(str(text).casefold(), i) for text in texts for i in context.identifiers)
+
+
+def _contains(text: str, identifier: str) -> bool:
+    """Whether ``text`` is ``identifier`` or contains it (a number only between non-digits: the
+    removed serial number "00000" is not in the kept thickness "6.000000")."""
+    if identifier == text.strip():
+        return True
+    if len(identifier) < _MIN_SUBSTRING or identifier not in text:
+        return False
+    if not identifier.isdigit():
+        return True
+    return re.search(rf"(?<!\d){re.escape(identifier)}(?!\d)", text) is not None
 
 
 def _sequence(context: _Context, action: Action, source: Any) -> Any:
@@ -417,8 +438,9 @@ def _sequence(context: _Context, action: Action, source: Any) -> Any:
             tag = _tag_of(key)
             if tag is None:
                 continue
-            nested = Action.UID if action is Action.UID and _standard_vr_vm(tag)[0] == "UI" else None
-            nested = nested or _action(context, tag, key, item)
+            # Inside a sequence each attribute follows its own row: referenced instance UIDs are
+            # replaced, class UIDs (not in the table) are kept.
+            nested = _action(context, tag, key, item)
             if nested is Action.KEEP and not isinstance(value, list):
                 cleaned[key] = value
                 continue
@@ -436,8 +458,12 @@ def _record(context: _Context, location: Location, key: str, value: Any, *, targ
     result = context.plan
     result.actions[action] = result.actions.get(action, 0) + 1
     tag = _tag_of(key)
-    if target is _ABSENT:
-        change = Change(location, key, True, value, _needs_force(key, tag, value), action)
+    if target is _ABSENT and len(json.dumps(value, ensure_ascii=False)) > _LARGEST_REMOVAL:
+        # A removal quotes the stored value, and a value this large cannot fit in one blob: empty it
+        # first (a forced update to null), and the next plan removes the empty attribute.
+        change = Change(location, key, False, None, True, action)
+    elif target is _ABSENT:
+        change = Change(location, key, True, value, _needs_force(key, tag, value, removal=True), action)
     else:
         phase = Phase.ATTRIBUTES
         if key == "SOPInstanceUID" and location[:1] == ("instance",):
@@ -449,20 +475,25 @@ def _record(context: _Context, location: Location, key: str, value: Any, *, targ
     result.changes.append(change)
 
 
-def _needs_force(key: str, tag: int | None, value: Any) -> bool:
+def _needs_force(key: str, tag: int | None, value: Any, *, removal: bool = False) -> bool:
+    """The service's constraints (api spec §5.4): what only a forced update or removal may change.
+
+    Binary VRs need ``force`` to be written (their values cannot be checked as JSON), not to be removed.
+    """
     if tag is None or (tag >> 16) & 1 or key in _FORCE_ONLY or isinstance(value, list):
         return True
     vr, vm = _standard_vr_vm(tag)
-    return vr is None or vr == "SQ" or vr in _BINARY_VRS or vm != "1"
+    return vr is None or vr == "SQ" or (vr in _BINARY_VRS and not removal) or vm != "1"
 
 
 def _marker(context: _Context, patient: Mapping[str, Any]) -> None:
     """Once nothing else is left: PatientIdentityRemoved YES and the method (profile, options, edition)."""
     wanted = {"PatientIdentityRemoved": "YES", "DeidentificationMethod": context.profile.method}
-    for key, value in wanted.items():
-        if patient.get(key) != value:
-            force = _needs_force(key, _tag_of(key), value)
-            context.plan.changes.append(Change((), key, False, value, force, "marker", Phase.MARKER))
+    missing = {key: value for key, value in wanted.items() if patient.get(key) != value}
+    # One call for both (the method is multi-valued, so the call needs force anyway).
+    force = any(_needs_force(key, _tag_of(key), value) for key, value in missing.items())
+    for key, value in missing.items():
+        context.plan.changes.append(Change((), key, False, value, force, "marker", Phase.MARKER))
 
 
 # ---------------------------------------------------------------------- payloads
@@ -564,9 +595,11 @@ def _collect(
         if tag is None:
             continue
         private = bool((tag >> 16) & 1)
+        action = _original_action(key, tag, profile, dicom)
         if private and tag & 0xFFFF < 0x1000:
+            if action is Action.KEEP and isinstance(value, str):
+                kept.add(value.strip().casefold())
             continue  # a private creator names a vendor's dictionary, not a person
-        action = _original_action(key, tag, profile)
         vr = vrs.get(key) or _standard_vr_vm(tag)[0]
         if isinstance(value, list) and value and isinstance(value[0], Mapping):
             for item in value:
@@ -581,15 +614,18 @@ def _collect(
                 continue
             folded = text.strip().casefold()
             if (vr in ("DS", "IS") or private) and _NUMBER.fullmatch(folded):
+                kept.add(folded)  # numbers identify nobody; kept ones may contain removed digits
                 continue
             bucket.add(folded)
             if vr == "PN":
                 bucket.update(part for part in re.split(r"[\^=]", folded) if len(part) >= 2)
 
 
-def _original_action(key: str, tag: int, profile: Profile) -> Action:
+def _original_action(key: str, tag: int, profile: Profile, siblings: Mapping[str, Any]) -> Action:
     if (tag >> 16) & 1:
-        return Action.REMOVE
+        group, element = tag >> 16, tag & 0xFFFF
+        creator = siblings.get(f"{group:04X}00{element >> 8:02X}" if element >= 0x1000 else key)
+        return profile.private_action(tag, creator if isinstance(creator, str) else None)
     if key in ("PatientName", "PatientID"):
         return Action.DUMMY
     return profile.action(tag)
@@ -619,8 +655,7 @@ def remaining_identifiers(
             if folded.strip() in identifiers.kept or folded.strip() in produced:
                 return
             for identifier in ordered:
-                whole = identifier == folded.strip()
-                if whole or (len(identifier) >= _MIN_SUBSTRING and identifier in folded):
+                if _contains(folded, identifier):
                     hits.append(path)
                     return
 

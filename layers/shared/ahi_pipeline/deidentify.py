@@ -316,8 +316,10 @@ def _run(
     ds, image_set_id = event.datastore_id, event.image_set_id
     imaging, records = services.imaging, services.records
     started = time.monotonic()
-    current = imaging.image_set(ds, image_set_id)
-    final = records.begin_deid(image_set_id, start_version=event.version or current.version_id)
+    current = imaging.image_set_or_none(ds, image_set_id)
+    final = records.begin_deid(
+        image_set_id, start_version=event.version or (current.version_id if current else "1")
+    )
     if final is not None:
         return {
             "action": "duplicate",
@@ -330,8 +332,13 @@ def _run(
     progress = _Progress(calls_before=Counter(imaging.calls))
     report_uri = f"s3://{settings.output_bucket}/{settings.report_key(image_set_id)}"
     try:
-        if record.copy_image_set_id is not None and current.state == "DELETED":
+        gone = current is None or current.state == "DELETED"
+        if gone and record.copy_image_set_id is not None:
             final_id = record.copy_image_set_id  # purged by an attempt that stopped before finishing
+        elif gone:
+            raise _Failed(
+                "the image set is not in the data store any more (deleted before de-identification)"
+            )
         else:
             original = imaging.metadata(ds, image_set_id, record.start_version)
             pseudonyms = Pseudonymizer.from_text(services.key())
@@ -469,8 +476,8 @@ def _fail(  # noqa: PLR0917 - one call site
     logger.error(
         "image set cannot be de-identified", extra={"image_set_id": event.image_set_id, "reason": reason}
     )
-    properties = services.imaging.image_set(event.datastore_id, event.image_set_id)
-    if properties.arn:
+    properties = services.imaging.image_set_or_none(event.datastore_id, event.image_set_id)
+    if properties is not None and properties.arn and properties.state != "DELETED":
         services.imaging.tag(properties.arn, {STATUS_TAG: "failed"})
     _write_report(event, "failed", None, reason, profile, settings, services, progress, started)
     services.records.finish_deid(
