@@ -8,6 +8,8 @@
    under 500 MB, because files are streamed one at a time and never all held.
 3. Completion fan-out (``bench.completion``).  A 5,000-line success.ndjson is parsed and fanned out as
    ImportCompleted does: ≥ 20,000 lines per second and < 20 MB of memory growth.
+4. De-identification (``bench.deid``).  Planning a 2,000-instance series takes < 1 s; the HealthImaging
+   calls of one 300-instance CT series' de-identification, next to the minimum the service allows.
 
 Runs alternate (floor, import, floor, import, …) and the best of each is kept, so background noise hits
 both sides alike.  Prints ratios; exits non-zero when a target is missed.
@@ -35,7 +37,7 @@ import numpy as np
 import pydicom
 from botocore.config import Config
 
-from bench import completion, ingest
+from bench import completion, deid, ingest
 from bench.processes import free_port, process
 from bench.synthetic import ct_series
 from emulator import imaging
@@ -230,7 +232,7 @@ def main() -> int:
     parser.add_argument(
         "--file-size", type=int, default=256, help="rows = columns of the memory test's files"
     )
-    parser.add_argument("--only", choices=("throughput", "memory", "ingest", "completion"))
+    parser.add_argument("--only", choices=("throughput", "memory", "ingest", "completion", "deid"))
     args = parser.parse_args()
     results = []
     if args.only in (None, "throughput"):
@@ -242,6 +244,9 @@ def main() -> int:
         results.append(ingest.bench_cold_start())
     if args.only in (None, "completion"):
         results.append(completion.bench_fan_out())
+    if args.only in (None, "deid"):
+        results.append(deid.bench_planning())
+        results.append(deid.bench_calls())
     return 0 if all(results) else 1
 
 

@@ -1,4 +1,4 @@
-"""Deidentify: "Image Set Imported" events from DeidentifyQueue → de-identified image sets → "Image Set Ready".
+"""Deidentify: "Image Set Imported" events from DeidentifyQueue → de-identified, "Image Set Ready".
 
 Each SQS message is a pipeline event; :func:`ahi_pipeline.deidentify.handle_image_set_message` handles it.
 Powertools' batch processor returns the partial batch response, so a failing image set is retried alone.

@@ -204,21 +204,27 @@ def test_a_series_full_of_identifiers_leaves_none_in_any_version_of_the_result(
     assert report["calls"]["CopyImageSet"] == report["calls"]["DeleteImageSet"] == 1
 
 
+BUNDLED = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "SC_rgb.dcm",
+    "693_J2KI.dcm",  # a PatientName that is already "ANON…"
+    "MR2_J2KI.dcm",  # a removed serial number "00000" inside kept decimals
+    "examples_overlay.dcm",  # a 24 KB OverlayData: emptied, then removed
+    "examples_ybr_color.dcm",  # a 28 KB private text: emptied, then removed
+)
+
+
 def test_bundled_files_are_deidentified_and_announced(deid: DeidStack) -> None:
-    # Given pydicom's bundled CT and MR files, imported and announced
-    bodies = deid.imported(
-        {
-            "incoming/b/CT_small.dcm": bundled("CT_small.dcm"),
-            "incoming/b/MR_small.dcm": bundled("MR_small.dcm"),
-        }
-    )
+    # Given pydicom's bundled files of several modalities and oddities, imported and announced
+    bodies = deid.imported({f"incoming/b/{name}": bundled(name) for name in BUNDLED})
 
     # When Deidentify handles their events
     assert deid.deidentify(*bodies) == {"batchItemFailures": []}
 
     # Then each is Ready, de-identified, with the profile named
     ready = deid.ready()
-    assert len(ready) == len(bodies) == 2
+    assert len(ready) == len(bodies) == len(BUNDLED)
     for event in ready:
         patient = deid.metadata(event["imageSetId"])["Patient"]["DICOM"]
         assert patient["PatientIdentityRemoved"] == "YES"

@@ -168,6 +168,9 @@ def _phase_of(payload: Payload, current: Plan) -> Phase:
     phases = {change.phase for change in current.changes}
     by_key = {_change_key(change): change.phase for change in current.changes}
     found = {by_key[entry] for entry in _payload_changes(payload)}
+    # The marker rides in the last payload, with that payload's own changes.
+    if len(found) > 1:
+        found.discard(Phase.MARKER)
     assert len(found) == 1, f"a payload mixes phases {found} (plan phases {phases})"
     return found.pop()
 
@@ -226,7 +229,13 @@ def _check_converged(run: Run, original: Mapping[str, Any], profile: Profile, la
     assert again.payloads() == [], label
     phases = [phase for _, phase in run.applied]
     assert phases == sorted(phases), f"{label}: payload phases out of order: {phases}"
-    assert phases[-1] is Phase.MARKER, label
+    # The marker rides in the last payload of a plan, once; after it, at most the removal of values
+    # emptied first because they were too large to quote (null holds nothing)
+    marked = [b'"DeidentificationMethod"' in (payload.updatable or b"") for payload, _ in run.applied]
+    assert marked.count(True) == 1, label
+    for payload, _ in run.applied[marked.index(True) + 1 :]:
+        assert payload.updatable is None, label
+        assert all(value is None for _, _, value in _entries(payload.removable)), label
 
 
 # ---------------------------------------------------------------------- pydicom's bundled files
@@ -689,11 +698,14 @@ def test_force_is_asked_for_exactly_where_the_service_requires_it() -> None:
             needed = False
         except MetadataConstraintError:
             needed = True
-        if change.force is not needed:
+        if change.force is not needed and change.phase is not Phase.MARKER:
             wrong.append((change.location[:1], change.key, change.remove, change.force))
 
-    # Then the plan asked for force exactly for the changes the emulator refuses without it
+    # Then the plan asked for force exactly for the changes the emulator refuses without it (the two
+    # marker attributes share one forced call: DeidentificationMethod is multi-valued)
     assert wrong == []
+    marker = [change for change in current.changes if change.phase is Phase.MARKER]
+    assert [change.force for change in marker] == [True, True]
 
 
 @pytest.mark.parametrize(
@@ -857,9 +869,9 @@ def test_payloads_of_a_tiny_limit_are_accepted_one_after_the_other() -> None:
             max_payload_bytes=300,
         )
 
-    # Then each is accepted, and only the marker is left to do
+    # Then each is accepted, the marker with the last one, and nothing is left to do
     left = plan(latest, document, profile, PSEUDONYMS)
-    assert {change.phase for change in left.changes} == {Phase.MARKER}
+    assert left.done
 
 
 # ---------------------------------------------------------------------- interference
@@ -870,6 +882,7 @@ def test_a_concurrent_update_is_handled_and_uids_are_not_hashed_twice() -> None:
     current = plan(original, original, profile, PSEUDONYMS)
     payloads = current.payloads()
     renames = [p for p in payloads if _phase_of(p, current) is Phase.RENAME_INSTANCES]
+    assert renames
     cut = payloads.index(renames[len(renames) // 2])
     latest: dict[str, Any] = dict(original)
     for payload in payloads[:cut]:

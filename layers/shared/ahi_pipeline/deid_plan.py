@@ -172,13 +172,22 @@ class Plan:
         return frozenset(values)
 
     def payloads(self, limit: int = PAYLOAD_LIMIT) -> list[Payload]:
-        """The changes packed into payloads (phase order; force only where needed; ≤ ``limit`` per blob)."""
+        """The changes packed into payloads, in phase order, ``force`` only on the payloads that need it,
+        each blob ≤ ``limit`` bytes; the marker rides in the last payload (it becomes true with it)."""
         groups: dict[tuple[Phase, bool], list[Change]] = {}
+        marker = [change for change in self.changes if change.phase is Phase.MARKER]
         for change in self.changes:
-            groups.setdefault((change.phase, change.force), []).append(change)
+            if change.phase is not Phase.MARKER:
+                groups.setdefault((change.phase, change.force), []).append(change)
+        ordered = [changes for _, changes in sorted(groups.items(), key=lambda item: item[0])]
+        if marker:
+            if ordered:
+                ordered[-1] = ordered[-1] + marker
+            else:
+                ordered.append(marker)
         payloads: list[Payload] = []
-        for (_, force), changes in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
-            payloads.extend(_pack(changes, force, limit))
+        for changes in ordered:
+            payloads.extend(_pack(changes, limit))
         return payloads
 
 
@@ -219,12 +228,18 @@ class _Context:
 
 
 def plan(
-    latest: Mapping[str, Any], original: Mapping[str, Any], profile: Profile, pseudonyms: Pseudonyms
+    latest: Mapping[str, Any],
+    original: Mapping[str, Any],
+    profile: Profile,
+    pseudonyms: Pseudonyms,
+    *,
+    identifiers: Identifiers | None = None,
 ) -> Plan:
     """The changes that make ``latest`` de-identified under ``profile`` (empty when it already is).
 
     ``original`` is the document the de-identification started from (it may be ``latest`` itself);
-    replacement values are derived from it.  Pure: neither document is modified.
+    replacement values are derived from it; ``identifiers`` is ``identifying_values(original, profile)``
+    when the caller has it already.  Pure: neither document is modified.
     """
     result = Plan()
     patient_original = _dicom(original.get("Patient"))
@@ -234,7 +249,9 @@ def plan(
         pseudonyms=pseudonyms,
         vrs=_all_vrs(latest) | _all_vrs(original),
         offset=pseudonyms.date_offset_days(patient_key) if profile.modified_dates else 0,
-        identifiers=tuple(sorted(identifying_values(original, profile).changed, key=len, reverse=True)),
+        identifiers=tuple(
+            sorted((identifiers or identifying_values(original, profile)).changed, key=len, reverse=True)
+        ),
         plan=result,
     )
     renamed = _renames(original, profile, pseudonyms)
@@ -247,8 +264,7 @@ def plan(
             f"(0028,0301) BurnedInAnnotation is YES in {burned} instance(s): identity in the pixel data, "
             "which metadata updates cannot remove"
         )
-    if not result.changes:
-        _marker(context, _dicom(latest.get("Patient")))
+    _marker(context, _dicom(latest.get("Patient")))
     return result
 
 
@@ -497,40 +513,90 @@ def _marker(context: _Context, patient: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- payloads
-_PATH_OVERHEAD: Final = 48  # '"Study":{"Series":{"":{"Instances":{"":{"DICOM":{}}}}}},' and separators
+_BLOB_BASE: Final = len('{"SchemaVersion":1.1}')
 
 
-def _pack(changes: list[Change], force: bool, limit: int) -> Iterator[Payload]:
-    """Greedy packing by an upper bound of each change's size, checked exactly at the end."""
+class _Sizer:
+    """The exact size of a blob as changes are added (the JSON text of each new path element once)."""
+
+    def __init__(self) -> None:
+        self.size = _BLOB_BASE
+        self.seen: set[Location] = set()
+
+    def cost(self, change: Change) -> int:
+        cost = len(change.fragment().encode()) + 1  # "key":value and a separator
+        for prefix in _prefixes(change.location):
+            if prefix not in self.seen:
+                cost += _element_cost(prefix)
+        return cost
+
+    def add(self, change: Change, cost: int) -> None:
+        self.size += cost
+        self.seen.update(_prefixes(change.location))
+
+
+def _prefixes(location: Location) -> list[Location]:
+    """The path elements a change at ``location`` needs, outermost first (as pseudo-locations)."""
+    if not location:
+        return [("patient",)]
+    if location[0] == "study":
+        return [("study",), ("study", "dicom")]
+    series = location[1]
+    found: list[Location] = [("study",), ("series",), ("series", series)]
+    if location[0] == "series":
+        return [*found, ("series", series, "dicom")]
+    return [*found, ("series", series, "instances"), ("instance", series, location[2])]
+
+
+_FIXED_ELEMENTS: Final[dict[Location, int]] = {
+    ("patient",): len(',"Patient":{"DICOM":{}}'),
+    ("study",): len(',"Study":{}'),
+    ("series",): len(',"Series":{}'),
+}
+
+
+def _element_cost(prefix: Location) -> int:
+    """Bytes of one path element of a blob, separators included."""
+    fixed = _FIXED_ELEMENTS.get(prefix)
+    if fixed is not None:
+        return fixed
+    if prefix[-1] == "dicom":
+        return len(',"DICOM":{}')
+    if prefix[-1] == "instances":
+        return len(',"Instances":{}')
+    if prefix[0] == "instance":
+        return len(f',"{prefix[2]}":{{"DICOM":{{}}}}')
+    return len(f',"{prefix[1]}":{{}}')
+
+
+def _pack(changes: list[Change], limit: int) -> Iterator[Payload]:
+    """Greedy packing by exact incremental size, each blob checked again when it is serialized."""
     batch: list[Change] = []
-    size = {True: 0, False: 0}
-    paths: dict[bool, set[Location]] = {True: set(), False: set()}
-    budget = limit - 32  # {"SchemaVersion":1.1,...}
+    sizers = {True: _Sizer(), False: _Sizer()}
     for change in changes:
-        cost = len(change.fragment().encode()) + 1
-        if change.location not in paths[change.remove]:
-            cost += _PATH_OVERHEAD + sum(len(part) for part in change.location)
-        if batch and size[change.remove] + cost > budget:
-            yield from _exact(batch, force, limit)
-            batch, size, paths = [], {True: 0, False: 0}, {True: set(), False: set()}
-            cost = len(change.fragment().encode()) + 1 + _PATH_OVERHEAD + sum(len(p) for p in change.location)
+        sizer = sizers[change.remove]
+        cost = sizer.cost(change)
+        if batch and sizer.size + cost > limit:
+            yield from _exact(batch, limit)
+            batch, sizers = [], {True: _Sizer(), False: _Sizer()}
+            sizer = sizers[change.remove]
+            cost = sizer.cost(change)
         batch.append(change)
-        size[change.remove] += cost
-        paths[change.remove].add(change.location)
+        sizer.add(change, cost)
     if batch:
-        yield from _exact(batch, force, limit)
+        yield from _exact(batch, limit)
 
 
-def _exact(changes: list[Change], force: bool, limit: int) -> Iterator[Payload]:
+def _exact(changes: list[Change], limit: int) -> Iterator[Payload]:
     updatable = _blob([c for c in changes if not c.remove])
     removable = _blob([c for c in changes if c.remove])
     too_big = any(blob is not None and len(blob) > limit for blob in (updatable, removable))
     if too_big and len(changes) > 1:
         half = len(changes) // 2
-        yield from _exact(changes[:half], force, limit)
-        yield from _exact(changes[half:], force, limit)
+        yield from _exact(changes[:half], limit)
+        yield from _exact(changes[half:], limit)
         return
-    yield Payload(updatable, removable, force, len(changes))
+    yield Payload(updatable, removable, any(change.force for change in changes), len(changes))
 
 
 def _blob(changes: list[Change]) -> bytes | None:

@@ -316,6 +316,7 @@ def _run(
     ds, image_set_id = event.datastore_id, event.image_set_id
     imaging, records = services.imaging, services.records
     started = time.monotonic()
+    calls_before = Counter(imaging.calls)
     current = imaging.image_set_or_none(ds, image_set_id)
     final = records.begin_deid(
         image_set_id, start_version=event.version or (current.version_id if current else "1")
@@ -329,7 +330,7 @@ def _run(
     record = records.deid_record(image_set_id)
     if record is None or record.start_version is None:
         raise RuntimeError(f"the record of image set {image_set_id} vanished")
-    progress = _Progress(calls_before=Counter(imaging.calls))
+    progress = _Progress(calls_before=calls_before)
     report_uri = f"s3://{settings.output_bucket}/{settings.report_key(image_set_id)}"
     try:
         gone = current is None or current.state == "DELETED"
@@ -391,7 +392,13 @@ def _apply(  # noqa: PLR0917 - one call site
     services: DeidServices,
     progress: _Progress,
 ) -> str:
-    """Update until the plan is empty; verify; the verified version id."""
+    """Update until the plan is empty; verify; the verified version id.
+
+    One plan's payloads are sent in a chain (each ``latestVersionId`` the version the previous update
+    made), since a plan never addresses a key that an earlier payload of the same plan moves; the
+    document is read and planned again after the chain (to verify, or to finish what a value too large
+    to quote needed in two steps) and after a ConflictException.
+    """
     imaging = services.imaging
     identifiers = identifying_values(original, profile)
     produced: frozenset[str] = frozenset()
@@ -400,9 +407,9 @@ def _apply(  # noqa: PLR0917 - one call site
         progress.rounds += 1
         if progress.rounds > MAX_ROUNDS:
             raise _Failed(f"the plan did not converge after {MAX_ROUNDS} rounds")
-        properties = imaging.image_set(ds, image_set_id)
+        version = imaging.image_set(ds, image_set_id).version_id
         latest = imaging.metadata(ds, image_set_id)
-        current = plan(latest, original, profile, pseudonyms)
+        current = plan(latest, original, profile, pseudonyms, identifiers=identifiers)
         produced |= current.produced()
         if first:
             progress.actions.update(current.actions)
@@ -412,24 +419,26 @@ def _apply(  # noqa: PLR0917 - one call site
             raise _Failed("; ".join(current.blockers))
         if current.done:
             break
-        payload = current.payloads()[0]
-        try:
-            imaging.update(ds, image_set_id, properties.version_id, payload)
-        except ImageSetConflict:
-            progress.conflicts += 1
-            logger.warning("image set changed meanwhile; re-planning", extra={"image_set_id": image_set_id})
-            continue
-        except WriteFailed as failure:
-            raise _Failed(
-                f"HealthImaging refused an update ({failure.status}): {failure.message}"
-            ) from failure
-        progress.versions_created += 1
-        progress.payload_bytes += len(payload.updatable or b"") + len(payload.removable or b"")
+        for payload in current.payloads():
+            try:
+                version = imaging.update(ds, image_set_id, version, payload)
+            except ImageSetConflict:
+                progress.conflicts += 1
+                logger.warning(
+                    "image set changed meanwhile; re-planning", extra={"image_set_id": image_set_id}
+                )
+                break
+            except WriteFailed as failure:
+                raise _Failed(
+                    f"HealthImaging refused an update ({failure.status}): {failure.message}"
+                ) from failure
+            progress.versions_created += 1
+            progress.payload_bytes += len(payload.updatable or b"") + len(payload.removable or b"")
     progress.produced = produced
     left = remaining_identifiers(latest, identifiers, produced)
     if left:
         raise _Failed(f"verification found identifying values at {len(left)} place(s): {left[:10]}")
-    return properties.version_id
+    return version
 
 
 def _purge(  # noqa: PLR0917 - one call site
@@ -453,9 +462,10 @@ def _purge(  # noqa: PLR0917 - one call site
             raise _Failed(f"HealthImaging could not copy the image set: {failure.message}") from failure
         services.records.record_copy(image_set_id, copy_id)
     copied = imaging.metadata(ds, copy_id)
-    if not plan(copied, original, profile, pseudonyms).done:
+    identifiers = identifying_values(original, profile)
+    if not plan(copied, original, profile, pseudonyms, identifiers=identifiers).done:
         raise _Failed("the copy is not de-identified like the verified version")
-    if remaining_identifiers(copied, identifying_values(original, profile), progress.produced):
+    if remaining_identifiers(copied, identifiers, progress.produced):
         raise _Failed("verification found identifying values in the copy")
     if len(imaging.versions(ds, copy_id)) != 1:
         raise _Failed("the copy has more than one version")
