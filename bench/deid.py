@@ -192,8 +192,8 @@ def bench_planning(instances: int = 2000, rounds: int = 5) -> bool:
             f"{'ok' if verdict else 'MISSED'}"
         )
     print(
-        f"   (info) of which identifying_values(original) alone: {min(identifiers):.3f} s (the stage computes "
-        "it once and passes it to every plan())"
+        f"   (info) of which identifying_values(original) alone: {min(identifiers):.3f} s "
+        "(the stage computes it once and passes it to every plan())"
     )
     print(f"   (planning benchmark took {time.perf_counter() - started:.1f} s)")
     return ok
