@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,12 @@ def subscribe(stack: LocalStack) -> str:
     """A queue receiving every event of the pipeline bus (as a later stage's rule would)."""
     events, sqs = stack.client("events"), stack.client("sqs")
     bus = stack.outputs["PipelineBusName"]
-    url = str(sqs.create_queue(QueueName="e2e-pipeline-events")["QueueUrl"])
-    events.put_rule(
-        Name="e2e-everything", EventBusName=bus, EventPattern=json.dumps({"source": [{"prefix": ""}]})
-    )
-    events.put_targets(
-        Rule="e2e-everything", EventBusName=bus, Targets=[{"Id": "capture", "Arn": queue_arn(stack, url)}]
-    )
+    # Unique names: moto's state outlives a stack within one test process.
+    suffix = uuid.uuid4().hex[:8]
+    url = str(sqs.create_queue(QueueName=f"e2e-pipeline-events-{suffix}")["QueueUrl"])
+    rule = f"e2e-everything-{suffix}"
+    events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps({"source": [{"prefix": ""}]}))
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "capture", "Arn": queue_arn(stack, url)}])
     return url
 
 
@@ -110,7 +110,11 @@ def test_a_job_whose_event_was_lost_is_handled_by_the_reconciler(tmp_path: Path)
         # Then it sent the job through the job events queue, and the image set was announced once
         assert invocation.ok, invocation
         assert invocation.response["queued"] == 1
-        announced = [e["detail"]["importJobId"] for e in drain(stack, captured)]
+        announced = [
+            e["detail"]["importJobId"]
+            for e in drain(stack, captured)
+            if e["detail-type"] == "Image Set Imported"
+        ]
         assert announced == [job.job_id] * len(job.summary["imageSetsSummary"])
         assert job_record(stack, job.job_id)["state"] == "HANDLED"
         # … and running it again sends nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_every_event_delivered_twice_gives_exactly_one_job_per_batch(tmp_path: P
         events, sqs = stack.client("events"), stack.client("sqs")
         upload_queue = queue_arn(stack, stack.outputs["UploadQueueUrl"])
         (rule,) = events.list_rule_names_by_target(TargetArn=upload_queue)["RuleNames"]
-        capture = sqs.create_queue(QueueName="e2e-capture")["QueueUrl"]
+        capture = sqs.create_queue(QueueName=f"e2e-capture-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         events.put_targets(
             Rule=rule,
             Targets=[

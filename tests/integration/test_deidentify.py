@@ -358,3 +358,52 @@ def test_the_sample_event_of_events_runs(deid: DeidStack) -> None:
     # When Deidentify handles it, then the image set is Ready
     assert deid.deidentify(event["Records"][0]["body"]) == {"batchItemFailures": []}
     assert len(deid.ready()) == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param("", id="basic"),
+        pytest.param(
+            "RetainLongitudinalModifiedDates,RetainPatientCharacteristics,CleanDescriptors", id="default"
+        ),
+    ],
+)
+def test_every_basic_profile_attribute_is_handled_by_the_service(
+    make_deid: Callable[..., DeidStack], emulator: Emulator, options: str
+) -> None:
+    # Given a series whose first instance holds a distinct value in every attribute of PS3.15 Table
+    # E.1-1 that image set metadata can hold (lists where the VM allows, a nested UID and name in every
+    # sequence, private elements), imported through the service
+    from tests.unit.test_deid_plan import synthetic_datasets, synthetic_texts  # noqa: PLC0415
+
+    deid = make_deid(emulator, DEID_OPTIONS=options)
+    first, sibling, _ = synthetic_datasets()
+    with helpers.lenient_values():
+        files = {"incoming/every/IM1.dcm": helpers.p10(first), "incoming/every/IM2.dcm": helpers.p10(sibling)}
+    [body] = deid.imported(files)
+    source = json.loads(body)["detail"]["imageSetId"]
+    original = json.dumps(deid.metadata(source))
+    planted = [text for text in synthetic_texts() if text in original]
+    assert len(planted) > 300
+
+    # When Deidentify handles its event
+    assert deid.deidentify(body) == {"batchItemFailures": []}
+
+    # Then the image set is Ready, and no planted value is in any version of the result, except what
+    # the options keep by design (the Retain options' attributes, descriptors with no identifier)
+    [ready] = deid.ready()
+    history = deid.all_versions_text(ready["imageSetId"])
+    record = deid.completion.item(f"imageset#{source}")
+    assert record["state"] == "READY"
+    left = [text for text in planted if text in history]
+    if not options:
+        assert left == []
+    else:  # what is left, the options keep or found clean; identity never
+        from ahi_pipeline.deid_plan import identifying_values, remaining_identifiers  # noqa: PLC0415
+        from ahi_pipeline.deid_profile import load_profile  # noqa: PLC0415
+
+        identifiers = identifying_values(json.loads(original), load_profile(options))
+        assert remaining_identifiers(deid.metadata(ready["imageSetId"]), identifiers) == []
+        for text in ("QZ9003Q", "QZ9004Q", *(t for t in planted if "^" in t)):  # accession, study id, names
+            assert text not in history, text

@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MAX_ATTEMPTS", "POOL_CONNECTIONS", "dynamodb", "events", "medical_imaging", "s3", "sqs"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "POOL_CONNECTIONS",
+    "dynamodb",
+    "events",
+    "medical_imaging",
+    "s3",
+    "secrets_manager",
+    "sqs",
+]
 
 MAX_ATTEMPTS: Final = 10
 #: S3 copies run on this many threads (one connection each).
@@ -64,3 +73,9 @@ def events() -> Any:
 def sqs() -> Any:
     """The SQS client (untyped: the project does not install ``mypy-boto3-sqs``)."""
     return _session().client("sqs", config=_config())
+
+
+@per_environment
+def secrets_manager() -> Any:
+    """The Secrets Manager client (untyped: the project does not install ``mypy-boto3-secretsmanager``)."""
+    return _session().client("secretsmanager", config=_config())

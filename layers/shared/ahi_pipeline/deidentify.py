@@ -151,11 +151,19 @@ class DeidServices:
 def deid_services(settings: DeidSettings) -> DeidServices:
     """The stage's gateways on boto3 clients; the key is read through Powertools parameters (cached 5 min)."""
 
-    def key() -> str:
-        from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - only when de-identifying
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - lazily
 
-        secret = parameters.get_secret(settings.key_secret_arn, max_age=300)
-        return secret if isinstance(secret, str) else bytes(secret).decode()
+    # A provider of our own, on the environment's client (Powertools' default provider would keep the
+    # first client it made, whatever endpoint the environment names later).
+    provider = SecretsProvider(boto3_client=clients.secrets_manager())
+
+    def key() -> str:
+        secret = provider.get(settings.key_secret_arn, max_age=300)
+        if isinstance(secret, bytes):
+            return secret.decode()
+        if not isinstance(secret, str):
+            raise TypeError("the de-identification key secret holds no text")
+        return secret
 
     return DeidServices(
         imaging=DeidGateway(clients.medical_imaging()),
