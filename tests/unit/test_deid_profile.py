@@ -23,6 +23,7 @@ from ahi_pipeline.deid_profile import (
     Rule,
     load_profile,
     parse_options,
+    parse_safe_private,
     table_rows,
 )
 
@@ -421,3 +422,25 @@ def test_profile_knows_its_date_options() -> None:
     assert load_profile("RetainLongitudinalFullDates").full_dates
     assert not load_profile().modified_dates
     assert isinstance(load_profile(), Profile)
+
+
+def test_safe_private_attributes_are_read_from_the_parameter() -> None:
+    # Given the parameter's text with two entries, spaces and an empty one
+    text = "GEMS_ACQU_01:0019:1E ; SIEMENS CT VA0  COAD:0019:92;"
+
+    # When it is parsed and used with Retain Safe Private
+    safe = parse_safe_private(text)
+    profile = load_profile("RetainSafePrivate", safe_private=safe)
+
+    # Then each entry keeps its element and its creator, and nothing else
+    assert safe == {("GEMS_ACQU_01", 0x0019, 0x1E), ("SIEMENS CT VA0  COAD", 0x0019, 0x92)}
+    assert profile.private_action(0x0019101E, "GEMS_ACQU_01") is Action.KEEP
+    assert profile.private_action(0x00190010, "GEMS_ACQU_01") is Action.KEEP
+    assert profile.private_action(0x0019101F, "GEMS_ACQU_01") is Action.REMOVE
+    assert load_profile("", safe_private=safe).private_action(0x0019101E, "GEMS_ACQU_01") is Action.REMOVE
+
+
+@pytest.mark.parametrize("text", ["GEMS:0018:1E", "GEMS:0019", "no colons", "GEMS:0019:1E0"])
+def test_a_malformed_safe_private_entry_is_refused(text: str) -> None:
+    with pytest.raises(ProfileError):
+        parse_safe_private(text)

@@ -23,9 +23,10 @@ does with them:
   (LT, ST, UT: comments, histories) is replaced, since cleaning prose needs a reader, not a lookup;
   a private attribute is kept only when it is listed as safe.
 * **Private attributes** (odd groups) are removed, unless Retain Safe Private keeps the ones in the
-  safe list (:data:`SAFE_PRIVATE` and any the deployment adds: ``(creator, group, element byte)``).
-  PS3.15 Table E.3.10-1 is not bundled, so the default list is empty and every private attribute is
-  removed: the safe choice until a site lists what its vendors' elements are known to hold.
+  safe list (:data:`SAFE_PRIVATE` and those of the ``SafePrivateAttributes`` parameter, parsed by
+  :func:`parse_safe_private`: ``CREATOR:gggg:ee`` entries).  PS3.15 Table E.3.10-1 is not bundled, so
+  the default list is empty and every private attribute is removed: the safe choice until a site
+  lists what its vendors' elements are known to hold.
 * **Attributes not in the table** are kept (the Basic Profile lists every attribute it changes).
 
 Options are the codes of PS3.16 CID 7050 (De-identification Method), so the ``DeidentificationMethod``
@@ -53,6 +54,7 @@ __all__ = [
     "Rule",
     "load_profile",
     "parse_options",
+    "parse_safe_private",
     "table_rows",
 ]
 
@@ -276,6 +278,31 @@ class Profile:
         values = [f"{BASIC_PROFILE_CODE[0]} {BASIC_PROFILE_CODE[1]} (PS3.15 {self.edition})"]
         values += [f"{o.code[0]} {o.code[1]}" for o in sorted(self.options, key=lambda o: o.code[0])]
         return values
+
+
+_SAFE_ENTRY = re.compile(r"(?P<creator>[^:;]{1,64}):(?P<group>[0-9A-Fa-f]{4}):(?P<element>[0-9A-Fa-f]{2})")
+
+
+def parse_safe_private(text: str) -> frozenset[tuple[str, int, int]]:
+    """Safe private attributes from the template parameter: ``CREATOR:gggg:ee`` entries separated by
+    ``;`` (the private creator, the odd group, the element byte: ``GEMS_ACQU_01:0019:1E``).
+
+    Raises
+    ------
+    ProfileError
+        For a malformed entry or an even (public) group.
+    """
+    entries: set[tuple[str, int, int]] = set()
+    for raw in (part.strip() for part in text.split(";")):
+        if not raw:
+            continue
+        match = _SAFE_ENTRY.fullmatch(raw)
+        if not match or not int(match["group"], 16) & 1:
+            raise ProfileError(
+                f"safe private attribute {raw!r} is not CREATOR:gggg:ee with an odd group gggg"
+            )
+        entries.add((match["creator"].strip(), int(match["group"], 16), int(match["element"], 16)))
+    return frozenset(entries)
 
 
 def load_profile(

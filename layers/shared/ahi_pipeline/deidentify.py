@@ -46,7 +46,7 @@ from ahi_pipeline import clients
 from ahi_pipeline.batch_store import BatchStore, DeidState
 from ahi_pipeline.deid_gateway import DeidGateway, ImageSetConflict, WriteFailed
 from ahi_pipeline.deid_plan import identifying_values, plan, remaining_identifiers
-from ahi_pipeline.deid_profile import Profile, load_profile
+from ahi_pipeline.deid_profile import Profile, load_profile, parse_safe_private
 from ahi_pipeline.observability import count, logger, tracer
 from ahi_pipeline.pipeline_events import SOURCE, EventBusGateway, image_set_ready
 from ahi_pipeline.pseudonyms import Pseudonymizer
@@ -230,7 +230,7 @@ def deidentify_image_set(
         return DeidOutcome(
             event.image_set_id, "duplicate", known.final_image_set_id, report_uri=known.report_uri
         )
-    profile = load_profile(settings.options)
+    profile = load_profile(settings.options, safe_private=parse_safe_private(settings.safe_private))
     if not settings.enabled:
         return _skip(event, profile, settings, services)
     runner: Callable[..., dict[str, Any]] = _run

@@ -423,6 +423,7 @@ class DeidSettings:
     enabled: bool = True
     purge_history: bool = True
     options: str = ""
+    safe_private: str = ""
     reports_prefix: str = "reports/"
 
     def __post_init__(self) -> None:
@@ -448,6 +449,7 @@ class DeidSettings:
             "event_bus_name": env.text("EVENT_BUS_NAME"),
             "key_secret_arn": env.text("DEID_KEY_SECRET_ARN"),
             "options": env.text("DEID_OPTIONS", ""),
+            "safe_private": env.text("DEID_SAFE_PRIVATE", ""),
             "reports_prefix": env.text("REPORTS_PREFIX", "reports/"),
         }
         enabled, purge = env.flag("DEIDENTIFY", True), env.flag("PURGE_HISTORY", True)
@@ -463,7 +465,11 @@ class DeidSettings:
         return f"{self.reports_prefix}deidentification/{image_set_id}.json"
 
     def _problems(self) -> list[str]:
-        from ahi_pipeline.deid_profile import ProfileError, parse_options  # noqa: PLC0415 - no cycle
+        from ahi_pipeline.deid_profile import (  # noqa: PLC0415 - no import cycle at module level
+            ProfileError,
+            parse_options,
+            parse_safe_private,
+        )
 
         problems = []
         if not _DATASTORE_ID.fullmatch(self.datastore_id):
@@ -486,6 +492,10 @@ class DeidSettings:
             parse_options(self.options)
         except ProfileError as error:
             problems.append(f"DEID_OPTIONS: {error}")
+        try:
+            parse_safe_private(self.safe_private)
+        except ProfileError as error:
+            problems.append(f"DEID_SAFE_PRIVATE: {error}")
         return problems
 
 
