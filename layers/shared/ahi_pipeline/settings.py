@@ -97,6 +97,28 @@ class _Environment:
             return default
 
 
+def _resource_problems(
+    datastore_id: str,
+    *,
+    buckets: Mapping[str, str],
+    tables: Mapping[str, str],
+    event_bus: str | None = None,
+) -> list[str]:
+    """The checks every stage's settings share: the data store id, bucket and table names, the bus."""
+    problems = []
+    if not _DATASTORE_ID.fullmatch(datastore_id):
+        problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {datastore_id!r}")
+    for name, bucket in buckets.items():
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            problems.append(f"{name} is not a valid S3 bucket name: {bucket!r}")
+    for name, table in tables.items():
+        if not _TABLE.fullmatch(table):
+            problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
+    if event_bus is not None and not _EVENT_BUS.fullmatch(event_bus):
+        problems.append(f"EVENT_BUS_NAME is not an event bus name or ARN: {event_bus!r}")
+    return problems
+
+
 def _every_problem(stage: str, build: Callable[[], object], read_problems: list[str]) -> None:
     """Raise one :class:`SettingsError` listing the problems found while reading the environment and
     those the values themselves have (except for variables already reported as missing or malformed).
@@ -200,17 +222,13 @@ class Settings:
 
     # ------------------------------------------------------------------ validation
     def _problems(self) -> list[str]:
-        problems = []
-        if not _DATASTORE_ID.fullmatch(self.datastore_id):
-            problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {self.datastore_id!r}")
-        for name, bucket in (("LANDING_BUCKET", self.landing_bucket), ("OUTPUT_BUCKET", self.output_bucket)):
-            if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-                problems.append(f"{name} is not a valid S3 bucket name: {bucket!r}")
+        problems = _resource_problems(
+            self.datastore_id,
+            buckets={"LANDING_BUCKET": self.landing_bucket, "OUTPUT_BUCKET": self.output_bucket},
+            tables={"BATCH_TABLE": self.batch_table, "IDEMPOTENCY_TABLE": self.idempotency_table},
+        )
         if not _ROLE_ARN.fullmatch(self.import_role_arn):
             problems.append(f"IMPORT_ROLE_ARN is not an IAM role ARN: {self.import_role_arn!r}")
-        for name, table in (("BATCH_TABLE", self.batch_table), ("IDEMPOTENCY_TABLE", self.idempotency_table)):
-            if not _TABLE.fullmatch(table):
-                problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
         for name, prefix in (
             ("INCOMING_PREFIX", self.incoming_prefix),
             ("STAGING_PREFIX", self.staging_prefix),
@@ -348,16 +366,12 @@ class CompletionSettings:
         return f"{MANIFEST_PREFIX}{batch_id}.json"
 
     def _problems(self) -> list[str]:
-        problems = []
-        if not _DATASTORE_ID.fullmatch(self.datastore_id):
-            problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {self.datastore_id!r}")
-        if not _BUCKET.fullmatch(self.output_bucket) or ".." in self.output_bucket:
-            problems.append(f"OUTPUT_BUCKET is not a valid S3 bucket name: {self.output_bucket!r}")
-        for name, table in (("BATCH_TABLE", self.batch_table), ("IDEMPOTENCY_TABLE", self.idempotency_table)):
-            if not _TABLE.fullmatch(table):
-                problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
-        if not _EVENT_BUS.fullmatch(self.event_bus_name):
-            problems.append(f"EVENT_BUS_NAME is not an event bus name or ARN: {self.event_bus_name!r}")
+        problems = _resource_problems(
+            self.datastore_id,
+            buckets={"OUTPUT_BUCKET": self.output_bucket},
+            tables={"BATCH_TABLE": self.batch_table, "IDEMPOTENCY_TABLE": self.idempotency_table},
+            event_bus=self.event_bus_name,
+        )
         problems.extend(self._prefix_problems())
         if self.job_events_queue_url is not None and not _QUEUE_URL.fullmatch(self.job_events_queue_url):
             problems.append(f"JOB_EVENTS_QUEUE_URL is not an SQS queue URL: {self.job_events_queue_url!r}")
@@ -471,16 +485,12 @@ class DeidSettings:
             parse_safe_private,
         )
 
-        problems = []
-        if not _DATASTORE_ID.fullmatch(self.datastore_id):
-            problems.append(f"DATASTORE_ID must be 32 lowercase letters or digits; got {self.datastore_id!r}")
-        if not _BUCKET.fullmatch(self.output_bucket) or ".." in self.output_bucket:
-            problems.append(f"OUTPUT_BUCKET is not a valid S3 bucket name: {self.output_bucket!r}")
-        for name, table in (("BATCH_TABLE", self.batch_table), ("IDEMPOTENCY_TABLE", self.idempotency_table)):
-            if not _TABLE.fullmatch(table):
-                problems.append(f"{name} is not a valid DynamoDB table name: {table!r}")
-        if not _EVENT_BUS.fullmatch(self.event_bus_name):
-            problems.append(f"EVENT_BUS_NAME is not an event bus name or ARN: {self.event_bus_name!r}")
+        problems = _resource_problems(
+            self.datastore_id,
+            buckets={"OUTPUT_BUCKET": self.output_bucket},
+            tables={"BATCH_TABLE": self.batch_table, "IDEMPOTENCY_TABLE": self.idempotency_table},
+            event_bus=self.event_bus_name,
+        )
         if not _SECRET_ARN.fullmatch(self.key_secret_arn):
             problems.append(
                 f"DEID_KEY_SECRET_ARN is not a Secrets Manager secret ARN: {self.key_secret_arn!r}"
