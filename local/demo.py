@@ -96,6 +96,8 @@ class DemoResult:
     #: The de-identification stage, when the template has it: image set record states, Ready events.
     deidentification: Counter[str] = field(default_factory=Counter)
     ready: int = 0
+    #: The tagging stage: the pipeline's tags of each Ready image set.
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +126,7 @@ class Demo:
         self.outputs = stack.outputs
         self.announcements: str | None = None
         self.announced: Counter[str] = Counter()
+        self.ready_ids: list[str] = []
 
     def subscribe(self) -> None:
         """Listen to the pipeline bus as a later stage would (a rule into a queue of the demo's own)."""
@@ -145,7 +148,10 @@ class Demo:
             QueueUrl=self.announcements, MaxNumberOfMessages=10, WaitTimeSeconds=0
         ).get("Messages", []):
             for message in messages:
-                self.announced[json.loads(message["Body"]).get("detail-type", "?")] += 1
+                event = json.loads(message["Body"])
+                self.announced[event.get("detail-type", "?")] += 1
+                if event.get("detail-type") == "Image Set Ready":
+                    self.ready_ids.append(str(event["detail"]["imageSetId"]))
                 self.sqs.delete_message(QueueUrl=self.announcements, ReceiptHandle=message["ReceiptHandle"])
 
     def say(self, line: str) -> None:
@@ -179,6 +185,7 @@ class Demo:
         deid = "DeidentifyQueueUrl" in self.outputs
         deidentified = self.board.row("image sets de-identified") if deid else None
         ready = self.board.row("image sets ready") if deid else None
+        tagged = self.board.row("image sets tagged") if "TagQueueUrl" in self.outputs else None
 
         def update(reason: str | None) -> None:
             events.set(len(self._handled_events()), expected_events)
@@ -199,6 +206,8 @@ class Demo:
                         states = self._records("imageset")
                         deidentified.set(sum(states[s] for s in ("READY", "SKIPPED", "FAILED")), imported)
                         ready.set(self.announced["Image Set Ready"], imported)
+                    if tagged is not None:
+                        tagged.set(len(self._tagged()), imported)
             if events.done >= expected_events:
                 events.finish()
             if reason is None:
@@ -220,6 +229,8 @@ class Demo:
         if "DeidentifyQueueUrl" in self.outputs:
             result.deidentification = self._records("imageset")
             result.ready = self.announced["Image Set Ready"]
+        if "TagQueueUrl" in self.outputs:
+            result.tags = self._tagged()
         batched = {key for key, _ in members.values()}
         result.not_batched = sum(1 for item in items if item.key not in batched)
         result.skipped = _skip_reasons(function_log)
@@ -257,6 +268,17 @@ class Demo:
                 if item.get("kind", {}).get("S") == "batch":
                     items.append({name: next(iter(value.values())) for name, value in item.items()})
         return items
+
+    def _tagged(self) -> dict[str, dict[str, str]]:
+        """The pipeline's tags of each Ready image set that has them."""
+        datastore = self.outputs.get("DatastoreId")
+        found: dict[str, dict[str, str]] = {}
+        for image_set_id in self.ready_ids:
+            arn = self.ahi.get_image_set(datastoreId=datastore, imageSetId=image_set_id).get("imageSetArn")
+            tags = self.ahi.list_tags_for_resource(resourceArn=arn)["tags"] if arn else {}
+            if "pipeline:version" in tags:
+                found[image_set_id] = dict(tags)
+        return found
 
     def _job_records(self) -> Counter[str]:
         """States of the completion stage's job records (``job#<id>`` items of the batch table)."""
@@ -400,6 +422,11 @@ class Demo:
                 f"   ready:              {result.ready} Image Set Ready event(s); reports under "
                 f"s3://{self.outputs['OutputBucketName']}/reports/deidentification/"
             )
+        if result.tags:
+            self.say(f"   tagged:             {len(result.tags)} image sets, for example:")
+            image_set_id, tags = sorted(result.tags.items())[0]
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(tags.items()) if not k.endswith(("job", "batch")))
+            self.say(f"     {image_set_id}: {shown}")
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in result.skipped.items())
         self.say(
             f"   not batched:        {result.not_batched}" + (f" (skipped: {skipped})" if skipped else "")

@@ -22,7 +22,12 @@ The de-identification stage (Deidentify): :mod:`ahi_pipeline.deid_profile` (PS3.
 (the planner; pure), :mod:`ahi_pipeline.deid_gateway` (HealthImaging writes), :mod:`ahi_pipeline.deidentify`
 (the stage).
 
+The tagging stage (TagImageSet): :mod:`ahi_pipeline.tag_rules` (rules, normalization, the PHI guard, the
+merge; pure) and :mod:`ahi_pipeline.tagging` (the stage).
+
 Shared: :mod:`ahi_pipeline.clients`, :mod:`ahi_pipeline.observability`, :mod:`ahi_pipeline.runtime` (boto3
 clients, the Powertools singletons, the per-environment caches: ``reset_environment`` in tests) and
 :mod:`ahi_pipeline.backoff`.
 """
+
+__version__ = "0.6.0"

@@ -1,4 +1,4 @@
-"""HealthImaging for the de-identification stage: metadata reads, updates, copies, deletes, tags.
+"""HealthImaging for the de-identification and tagging stages: metadata, updates, copies, deletes, tags.
 
 UpdateImageSetMetadata, CopyImageSet and DeleteImageSet allow 0.25 calls per second (burst 1) and lock
 the image set while they run.  botocore's adaptive retry mode (:mod:`ahi_pipeline.clients`) retries
@@ -206,6 +206,10 @@ class DeidGateway:
     def tag(self, arn: str, tags: dict[str, str]) -> None:
         self.calls["TagResource"] += 1
         self._client.tag_resource(resourceArn=arn, tags=tags)
+
+    def tags(self, arn: str) -> dict[str, str]:
+        self.calls["ListTagsForResource"] += 1
+        return dict(self._client.list_tags_for_resource(resourceArn=arn).get("tags", {}))
 
     # ------------------------------------------------------------------ helpers
     def _write(self, operation: str, call: Callable[[], Any]) -> Any:

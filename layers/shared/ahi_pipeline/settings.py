@@ -23,9 +23,11 @@ __all__ = [
     "DeidSettings",
     "Settings",
     "SettingsError",
+    "TagSettings",
     "current_completion_settings",
     "current_deid_settings",
     "current_settings",
+    "current_tag_settings",
 ]
 
 #: Service limits of one import job (platform spec §7.2): 5,000 files, 10 GB, 4 GB a file.
@@ -513,3 +515,66 @@ class DeidSettings:
 def current_deid_settings() -> DeidSettings:
     """The de-identification stage's settings, read from ``os.environ`` on first use."""
     return DeidSettings.from_env()
+
+
+@dataclass(frozen=True, slots=True)
+class TagSettings:
+    """What TagImageSet needs to know about its stack.
+
+    Attributes
+    ----------
+    rules
+        ``TAG_RULES``: the deployment's own rules (``key=Keyword`` pairs separated by ``;``), added to
+        the default ones.
+    deid_options
+        ``DEID_OPTIONS``: the de-identification options, whose profile says which attributes hold
+        identifying values (the PHI guard).
+    """
+
+    datastore_id: str
+    rules: str = ""
+    deid_options: str = ""
+
+    def __post_init__(self) -> None:
+        from ahi_pipeline.deid_profile import ProfileError, parse_options  # noqa: PLC0415
+        from ahi_pipeline.tag_rules import TagRuleError, parse_rules  # noqa: PLC0415
+
+        problems = _resource_problems(self.datastore_id, buckets={}, tables={})
+        try:
+            parse_rules(self.rules)
+        except TagRuleError as error:
+            problems.append(f"TAG_RULES: {error}")
+        try:
+            parse_options(self.deid_options)
+        except ProfileError as error:
+            problems.append(f"DEID_OPTIONS: {error}")
+        if problems:
+            raise SettingsError("TagImageSet", problems)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TagSettings:
+        """Settings from ``environ`` (default ``os.environ``).
+
+        Raises
+        ------
+        SettingsError
+            Listing every missing or invalid variable.
+        """
+        env = _Environment(environ)
+        values = {
+            "datastore_id": env.text("DATASTORE_ID"),
+            "rules": env.text("TAG_RULES", ""),
+            "deid_options": env.text("DEID_OPTIONS", ""),
+        }
+
+        def build() -> TagSettings:
+            return cls(**values)
+
+        _every_problem("TagImageSet", build, env.problems)
+        return build()
+
+
+@per_environment
+def current_tag_settings() -> TagSettings:
+    """The tagging stage's settings, read from ``os.environ`` on first use."""
+    return TagSettings.from_env()

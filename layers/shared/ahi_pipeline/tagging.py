@@ -1,0 +1,181 @@
+"""The tagging stage (TagImageSet): "Image Set Ready" → classification and pipeline tags, never PHI.
+
+For each Ready image set, :func:`tag_image_set` reads its metadata, computes the tags of the rules
+(:mod:`ahi_pipeline.tag_rules`: the defaults and the deployment's ``TAG_RULES``), drops any tag whose value
+holds an identifying value of the metadata (the values of the attributes the de-identification profile
+changes: for a de-identified image set, its pseudonyms and dummies; for one whose de-identification was
+skipped, the patient's real identity), reads the tags already there, and sets only what is new or
+changed: a tag someone else set is never removed or overwritten, and the image set keeps at most 50.
+The data store is tagged ``pipeline:managed-by`` once per execution environment.
+
+Replaying an event sets nothing (the tags are already there).  TagResource allows 10 calls per second;
+botocore's adaptive retry mode backs off when it throttles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import ClientError
+
+import ahi_pipeline
+from ahi_pipeline import clients
+from ahi_pipeline.deid_gateway import DeidGateway
+from ahi_pipeline.deid_plan import identifying_values
+from ahi_pipeline.deid_profile import load_profile
+from ahi_pipeline.observability import count, logger, tracer
+from ahi_pipeline.pipeline_events import IMAGE_SET_READY, SOURCE
+from ahi_pipeline.runtime import per_environment
+from ahi_pipeline.settings import TagSettings, current_tag_settings
+from ahi_pipeline.tag_rules import DEFAULT_RULES, compute_tags, guard, merge, parse_rules
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+__all__ = ["ReadyEvent", "ReadyEventError", "TagOutcome", "handle_ready_message", "tag_image_set"]
+
+MANAGED_BY: Final = {"pipeline:managed-by": "healthimaging-automation"}
+
+
+class Metric:
+    IMAGE_SETS_TAGGED: Final = "ImageSetsTagged"
+    TAGS_DROPPED_PHI: Final = "TagsDroppedAsIdentifying"
+    TAGS_OVER_LIMIT: Final = "TagsOverLimit"
+
+
+class ReadyEventError(ValueError):
+    """A message that is not an "Image Set Ready" event (a poison message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyEvent:
+    datastore_id: str
+    image_set_id: str
+    detail: Mapping[str, Any]
+
+
+def parse_ready_event(body: Any) -> ReadyEvent:
+    """The "Image Set Ready" event in an SQS message body.
+
+    Raises
+    ------
+    ReadyEventError
+        For anything else.
+    """
+    if isinstance(body, str | bytes):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            raise ReadyEventError("the message is not JSON") from None
+    if (
+        not isinstance(body, Mapping)
+        or body.get("source") != SOURCE
+        or body.get("detail-type") != IMAGE_SET_READY
+    ):
+        raise ReadyEventError("the message is not an Image Set Ready event")
+    detail = body.get("detail")
+    if not isinstance(detail, Mapping):
+        raise ReadyEventError("the event has no detail object")
+    datastore_id, image_set_id = detail.get("datastoreId"), detail.get("imageSetId")
+    for name, value in (("datastoreId", datastore_id), ("imageSetId", image_set_id)):
+        if not isinstance(value, str) or len(value) != 32 or not value.isalnum():
+            raise ReadyEventError(f"detail.{name} is missing or not an id")
+    return ReadyEvent(str(datastore_id), str(image_set_id), dict(detail))
+
+
+@dataclass(frozen=True, slots=True)
+class TagOutcome:
+    image_set_id: str
+    action: str
+    set_keys: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    over_limit: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imageSetId": self.image_set_id,
+            "action": self.action,
+            "set": list(self.set_keys),
+            "droppedAsIdentifying": list(self.dropped),
+            "overLimit": list(self.over_limit),
+        }
+
+
+@per_environment
+def _gateway() -> DeidGateway:
+    return DeidGateway(clients.medical_imaging())
+
+
+@per_environment
+def _managed(datastore_arn: str) -> bool:
+    """Tag the data store as managed by the pipeline (once per execution environment)."""
+    client = clients.medical_imaging()
+    existing = client.list_tags_for_resource(resourceArn=datastore_arn).get("tags", {})
+    missing = {k: v for k, v in MANAGED_BY.items() if existing.get(k) != v}
+    if missing:
+        client.tag_resource(resourceArn=datastore_arn, tags=missing)
+    return True
+
+
+def handle_ready_message(record: SQSRecord) -> dict[str, Any]:
+    """Powertools' SQS record handler: one TagQueue message → :func:`tag_image_set`."""
+    try:
+        event = parse_ready_event(record.body)
+    except ReadyEventError as error:
+        logger.error("poison Ready event", extra={"message_id": record.message_id, "reason": str(error)})
+        raise
+    return tag_image_set(event, settings=current_tag_settings(), imaging=_gateway()).as_dict()
+
+
+@tracer.capture_method(capture_response=False)
+def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: DeidGateway) -> TagOutcome:
+    """Tag one Ready image set (see the module docstring)."""
+    if event.datastore_id != settings.datastore_id:
+        logger.warning(
+            "Ready event of another data store ignored", extra={"image_set_id": event.image_set_id}
+        )
+        return TagOutcome(event.image_set_id, "other-datastore")
+    properties = imaging.image_set(event.datastore_id, event.image_set_id)
+    if properties.arn is None or properties.state == "DELETED":
+        logger.warning("image set gone before it was tagged", extra={"image_set_id": event.image_set_id})
+        return TagOutcome(event.image_set_id, "gone")
+    _managed(properties.arn.split("/imageset/")[0])
+    metadata = imaging.metadata(event.datastore_id, event.image_set_id)
+    deid = event.detail.get("deidentification") or {}
+    announced = deid.get("options")
+    options: str | list[str] = (
+        [str(o) for o in announced] if isinstance(announced, list) else settings.deid_options
+    )
+    computed = compute_tags(
+        metadata,
+        event.detail,
+        (*DEFAULT_RULES, *parse_rules(settings.rules)),
+        version=ahi_pipeline.__version__,
+    )
+    kept, dropped = guard(computed, identifying_values(metadata, load_profile(options)).changed)
+    for key in dropped:
+        logger.warning("tag dropped: its value holds an identifying value", extra={"tag": key})
+    existing = _tags(imaging, properties.arn)
+    plan = merge(existing, kept)
+    if plan.over_limit:
+        logger.warning("tags left out: the image set has 50", extra={"tags": plan.over_limit})
+    if plan.to_set:
+        imaging.tag(properties.arn, plan.to_set)
+    count(Metric.IMAGE_SETS_TAGGED)
+    count(Metric.TAGS_DROPPED_PHI, len(dropped))
+    count(Metric.TAGS_OVER_LIMIT, len(plan.over_limit))
+    return TagOutcome(
+        event.image_set_id, "tagged", tuple(plan.to_set), tuple(dropped), tuple(plan.over_limit)
+    )
+
+
+def _tags(imaging: DeidGateway, arn: str) -> dict[str, str]:
+    try:
+        return imaging.tags(arn)
+    except ClientError as error:
+        if str(error.response.get("Error", {}).get("Code")) == "ResourceNotFoundException":
+            return {}
+        raise
