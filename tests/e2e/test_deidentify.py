@@ -62,6 +62,7 @@ def test_uploaded_identifiers_never_reach_a_ready_image_set(tmp_path: Path) -> N
         )
         assert original["imageSetState"] == "DELETED"
         assert drain(stack, stack.outputs["DeidentifyDeadLetterQueueUrl"]) == []
+        assert drain(stack, stack.outputs["TagDeadLetterQueueUrl"]) == []
 
 
 def test_a_poison_image_set_event_ends_in_the_dead_letter_queue(tmp_path: Path) -> None:

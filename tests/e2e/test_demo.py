@@ -44,6 +44,9 @@ def test_the_demo_imports_the_samples_and_accounts_for_every_upload(tmp_path: Pa
     assert f"✓ {samples}/{samples} image sets de-identified" in text
     assert f"✓ {samples}/{samples} image sets ready" in text
     assert f"de-identification:  {samples} image sets ({samples} READY)" in text
+    # … and the tagging stage's: every Ready image set tagged
+    assert f"✓ {samples}/{samples} image sets tagged" in text
+    assert f"tagged:             {samples} image sets" in text
     # … one line per step, no terminal control codes
     assert "\x1b" not in text
     assert (tmp_path / "functions.log").stat().st_size > 0
