@@ -120,8 +120,16 @@ def parse_rules(text: str) -> tuple[TagRule, ...]:
         key, sep, keyword = raw.rpartition("=")
         if not sep or not key.strip() or not _KEYWORD.fullmatch(keyword.strip()):
             raise TagRuleError(f"tag rule {raw!r} is not key=Keyword")
+        if not _known_keyword(keyword.strip()):
+            raise TagRuleError(f"tag rule {raw!r}: {keyword.strip()!r} is not a DICOM attribute keyword")
         rules.append(TagRule(key.strip(), f"attribute:{keyword.strip()}"))
     return tuple(rules)
+
+
+def _known_keyword(keyword: str) -> bool:
+    from pydicom.datadict import tag_for_keyword  # noqa: PLC0415 - pydicom only when rules are read
+
+    return tag_for_keyword(keyword) is not None
 
 
 def normalize_key(key: str) -> str:
@@ -138,7 +146,7 @@ def normalize_value(value: str) -> str:
         else "_"
         for character in value.strip()
     )
-    return " ".join(text.split())[:MAX_VALUE]
+    return " ".join(text.split())[:MAX_VALUE].rstrip()
 
 
 def _levels(metadata: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -226,11 +234,13 @@ def guard(tags: Mapping[str, str], identifiers: Iterable[str]) -> tuple[dict[str
     An identifier of three characters or more is looked for inside every value (case-insensitive,
     normalized as tag values are); a shorter one only as the whole value.
     """
-    folded = [normalize_value(i).casefold() for i in identifiers if i and normalize_value(i)]
+    # Both sides casefolded *before* normalizing: "İ" casefolds to "i" + a combining dot, which
+    # normalizing turns into "_" the same way on both sides.
+    folded = [f for f in (normalize_value(str(i).casefold()) for i in identifiers if i) if f]
     kept: dict[str, str] = {}
     dropped: list[str] = []
     for key, value in tags.items():
-        text = value.casefold()
+        text = normalize_value(value.casefold())
         leak = any(i == text or (len(i) >= 3 and i in text) for i in folded)
         if leak:
             dropped.append(key)
