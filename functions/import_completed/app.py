@@ -9,25 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-
 from ahi_pipeline.completion import handle_job_message
 from ahi_pipeline.observability import logger, metrics, tracer
+from ahi_pipeline.sqs_batch import process_sqs_batch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-
-# A batch whose every record failed is answered like any other (every id in batchItemFailures), not
-# with an exception: SQS retries the same records either way, and each failure is logged and counted.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(
-        process_partial_response(
-            event=event, record_handler=handle_job_message, processor=processor, context=context
-        )
-    )
+    return process_sqs_batch(event, context, handle_job_message)

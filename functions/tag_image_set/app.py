@@ -8,23 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-
 from ahi_pipeline.observability import logger, metrics, tracer
+from ahi_pipeline.sqs_batch import process_sqs_batch
 from ahi_pipeline.tagging import handle_ready_message
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(
-        process_partial_response(
-            event=event, record_handler=handle_ready_message, processor=processor, context=context
-        )
-    )
+    return process_sqs_batch(event, context, handle_ready_message)
