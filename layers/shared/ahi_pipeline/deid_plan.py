@@ -8,22 +8,26 @@ most 10 KB per blob.
 
 Replacement values are computed from the **original** document (the version the stage started from),
 never from the latest one, so planning is idempotent and convergent: an attribute that already holds its
-target value needs nothing, an attribute that still holds its original value (or a value someone else
-wrote meanwhile) gets its target.  So the stage can apply one payload, re-read, re-plan, and stop when the
-plan is empty, whatever happened between (a retry, a concurrent update, a ConflictException).  Series and
-SOP instance keys that a forced UID update renamed are mapped back to their original keys through the
-pseudonymizer (the new UID is a keyed hash of the old one).
+target value needs nothing, an attribute that still holds its original value gets its target, and an
+attribute someone else wrote meanwhile is handled as well (removed, when its action would transform a
+value that might already be transformed).  So the stage can apply a plan's payloads, re-read, re-plan, and
+stop when the plan is empty, whatever happened between (a retry, a concurrent update, a
+ConflictException).  Series and SOP instance keys that a forced UID update renamed are mapped back to
+their original keys through the pseudonymizer (the new UID is a keyed hash of the old one).
 
 The service's constraints (api spec §5.4) decide ``force``: private attributes, the four UID/ID
 attributes, sequences (SQ), multi-valued attributes (by the dictionary's VM, or a JSON array) and
 attributes outside the DICOM dictionary can only be updated or removed with ``force``; the planner asks
 for it exactly then, so payloads that do not need it are sent without it.  A removal names the stored
-value, as the service requires.  Renames of SOP instances, then of series, come after every other change,
-so a payload never addresses a key that an earlier payload of the same plan moved.
+value, as the service requires (a value too large to quote within 10 KB is emptied first, then
+removed).  Renames of SOP instances, then of series, come after every other change, so a payload never
+addresses a key that an earlier payload of the same plan moved; the marker (PatientIdentityRemoved YES,
+DeidentificationMethod) rides in the last payload.
 
 Besides the changes, a plan carries the **blockers** (``(0028,0301) BurnedInAnnotation`` YES: identity in
-the pixels, which metadata updates cannot reach) and the **identifying values** of the original (every
-non-empty text value the profile changes), which verification and the tag guard look for.
+the pixels, which metadata updates cannot reach).  :func:`identifying_values` gives the original's
+identifying values (every non-empty text value the profile changes), which verification
+(:func:`remaining_identifiers`) and the tag guard look for.
 """
 
 from __future__ import annotations
@@ -145,6 +149,8 @@ class Plan:
 
     changes: list[Change] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
+    #: Needed changes the service cannot make.  None for the metadata HealthImaging holds: ``force``
+    #: lifts every constraint that touches an identifying attribute; kept for the report's shape.
     unchangeable: list[str] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)
 
