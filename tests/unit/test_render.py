@@ -163,3 +163,12 @@ def test_colour_frames_are_converted_and_unsupported_ones_refused() -> None:
     assert out[..., 0].tolist() == [[255, 255], [255, 255]]
     with pytest.raises(RenderError, match="not supported"):
         render(rgb, FrameDescription(photometric="HSV"))
+    # YBR samples are converted only when they are still YBR (an HTJ2K frame is decoded as RGB)
+    ybr = np.full((1, 1, 3), 128, dtype=np.uint8)
+    ybr[..., 0] = 200
+    as_rgb = render(ybr, FrameDescription(photometric="YBR_FULL_422", bits_stored=8)).image
+    converted = render(
+        ybr, FrameDescription(photometric="YBR_FULL", bits_stored=8, decoded_as_rgb=False)
+    ).image
+    assert as_rgb.tolist() == [[[200, 128, 128]]]
+    assert converted.tolist() == [[[200, 200, 200]]]

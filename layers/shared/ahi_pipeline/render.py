@@ -44,7 +44,7 @@ __all__ = [
 
 DEFAULT_SIZE: Final = 256
 MONOCHROME: Final = frozenset({"MONOCHROME1", "MONOCHROME2"})
-COLOUR: Final = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR"})
+COLOUR: Final = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "PALETTE COLOR"})
 Array = npt.NDArray[Any]
 
 
@@ -82,6 +82,9 @@ class FrameDescription:
     window_width: float | None = None
     voi_function: str = "LINEAR"
     palette: tuple[Any, ...] | None = None
+    #: Colour frames served as HTJ2K are RGB whatever the metadata's PhotometricInterpretation says
+    #: (the import decodes YBR to RGB before encoding); False for samples still in YBR_FULL(_422).
+    decoded_as_rgb: bool = True
 
     @classmethod
     def from_metadata(cls, dicom: Mapping[str, Any]) -> FrameDescription:
@@ -284,7 +287,7 @@ def render(pixels: Array, frame: FrameDescription, longest: int = DEFAULT_SIZE) 
         rgb = palette_to_rgb(stored_values(pixels, frame.bits_stored, 0), descriptors, tables)
         bits = int(descriptors[0][2]) if isinstance(descriptors[0], list) else 16
         top = float((1 << bits) - 1)
-    elif photometric.startswith("YBR_FULL") and pixels.ndim == 3:
+    elif photometric.startswith("YBR_FULL") and pixels.ndim == 3 and not frame.decoded_as_rgb:
         rgb = ybr_full_to_rgb(pixels, min(frame.bits_stored, 16))
     else:
         rgb = pixels
