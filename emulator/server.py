@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +52,7 @@ class Emulator:
             fault_rates=config.fault_rates,
             seed=config.fault_seed,
         )
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server = _Server((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -138,6 +139,17 @@ class Emulator:
         return HttpResponse(
             status=200, headers={"Content-Type": "application/json"}, body=json.dumps(body).encode()
         )
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server; a client that hangs up (e.g. after reading the prefix of a frame) is no error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("client %s closed the connection", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
