@@ -34,6 +34,7 @@ from ahi_pipeline.tag_rules import (
     TagRule,
     TagRuleError,
     compute_tags,
+    computed_keys,
     guard,
     merge,
     normalize_key,
@@ -781,3 +782,18 @@ def test_at_the_limit_only_existing_tags_are_updated() -> None:
     assert result == Merge(
         to_set={"pipeline:version": VERSION}, over_limit=["pipeline:new0", "pipeline:new1", "pipeline:new2"]
     )
+
+
+def test_counts_and_ids_the_pipeline_computes_are_not_mistaken_for_identifiers() -> None:
+    # Given a StudyID of "1" among the identifiers, and a one-instance image set
+    tags = {"pipeline:instances": "1", "pipeline:frames": "1", "x:study": "1"}
+    rules = (*DEFAULT_RULES, TagRule("x:study", "attribute:StudyID"))
+
+    # When guarded with the keys the pipeline computes
+    kept, dropped = guard(tags, ["1"], computed=computed_keys(rules))
+
+    # Then the counts stay, and the copied StudyID goes
+    assert kept == {"pipeline:instances": "1", "pipeline:frames": "1"}
+    assert dropped == ["x:study"]
+    assert "pipeline:modality" not in computed_keys(rules)
+    assert "pipeline:sop-class" not in computed_keys(rules)

@@ -43,6 +43,7 @@ __all__ = [
     "TagRule",
     "TagRuleError",
     "compute_tags",
+    "computed_keys",
     "guard",
     "merge",
     "normalize_key",
@@ -193,6 +194,12 @@ def _sop_class(levels: list[Mapping[str, Any]]) -> str | None:
     return keyword or uid
 
 
+def computed_keys(rules: Iterable[TagRule]) -> frozenset[str]:
+    """The keys of rules whose values the pipeline computes (no metadata value is copied into them)."""
+    copied = {"attribute:", "sop-class"}
+    return frozenset(r.key for r in rules if not any(r.source.startswith(c) for c in copied))
+
+
 def compute_tags(
     metadata: Mapping[str, Any],
     detail: Mapping[str, Any],
@@ -228,8 +235,13 @@ def compute_tags(
     return tags
 
 
-def guard(tags: Mapping[str, str], identifiers: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+def guard(
+    tags: Mapping[str, str], identifiers: Iterable[str], *, computed: Iterable[str] = ()
+) -> tuple[dict[str, str], list[str]]:
     """The tags whose values hold no identifying value, and the keys of those dropped.
+
+    ``computed`` names tags whose values the pipeline makes itself (counts, ids, status: no metadata
+    value is copied into them), which are not checked: a count of "1" is no leak of a StudyID "1".
 
     An identifier of three characters or more is looked for inside every value (case-insensitive,
     normalized as tag values are); a shorter one only as the whole value.
@@ -239,7 +251,11 @@ def guard(tags: Mapping[str, str], identifiers: Iterable[str]) -> tuple[dict[str
     folded = [f for f in (normalize_value(str(i).casefold()) for i in identifiers if i) if f]
     kept: dict[str, str] = {}
     dropped: list[str] = []
+    exempt = set(computed)
     for key, value in tags.items():
+        if key in exempt:
+            kept[key] = value
+            continue
         text = normalize_value(value.casefold())
         leak = any(i == text or (len(i) >= 3 and i in text) for i in folded)
         if leak:

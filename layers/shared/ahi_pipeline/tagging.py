@@ -30,7 +30,7 @@ from ahi_pipeline.observability import count, logger, tracer
 from ahi_pipeline.pipeline_events import IMAGE_SET_READY, SOURCE
 from ahi_pipeline.runtime import per_environment
 from ahi_pipeline.settings import TagSettings, current_tag_settings
-from ahi_pipeline.tag_rules import DEFAULT_RULES, compute_tags, guard, merge, parse_rules
+from ahi_pipeline.tag_rules import DEFAULT_RULES, compute_tags, computed_keys, guard, merge, parse_rules
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -149,13 +149,10 @@ def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: DeidGate
     options: str | list[str] = (
         [str(o) for o in announced] if isinstance(announced, list) else settings.deid_options
     )
-    computed = compute_tags(
-        metadata,
-        event.detail,
-        (*DEFAULT_RULES, *parse_rules(settings.rules)),
-        version=ahi_pipeline.__version__,
-    )
-    kept, dropped = guard(computed, identifying_values(metadata, load_profile(options)).changed)
+    rules = (*DEFAULT_RULES, *parse_rules(settings.rules))
+    computed = compute_tags(metadata, event.detail, rules, version=ahi_pipeline.__version__)
+    identifiers = identifying_values(metadata, load_profile(options)).changed
+    kept, dropped = guard(computed, identifiers, computed=computed_keys(rules))
     for key in dropped:
         logger.warning("tag dropped: its value holds an identifying value", extra={"tag": key})
     existing = _tags(imaging, properties.arn)
