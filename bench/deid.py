@@ -52,10 +52,10 @@ if str(LAYER) not in sys.path:
 
 from ahi_pipeline import clients, deid_plan  # noqa: E402
 from ahi_pipeline.batch_store import BatchStore  # noqa: E402
-from ahi_pipeline.deid_gateway import DeidGateway  # noqa: E402
 from ahi_pipeline.deid_plan import PAYLOAD_LIMIT, Plan, identifying_values, plan  # noqa: E402
 from ahi_pipeline.deid_profile import load_profile  # noqa: E402
 from ahi_pipeline.deidentify import DeidServices, ImageSetEvent, deidentify_image_set  # noqa: E402
+from ahi_pipeline.image_set_gateway import ImageSetGateway  # noqa: E402
 from ahi_pipeline.observability import logger  # noqa: E402
 from ahi_pipeline.pipeline_events import EventBusGateway  # noqa: E402
 from ahi_pipeline.pseudonyms import Pseudonymizer  # noqa: E402
@@ -373,7 +373,7 @@ def bench_calls(instances: int = 300) -> bool:
             key_secret_arn=secret_arn,
             options=DEFAULT_OPTIONS,
         )
-        imaging = DeidGateway(clients.medical_imaging())
+        imaging = ImageSetGateway(clients.medical_imaging())
         services = DeidServices(
             imaging=imaging,
             s3=S3Gateway(clients.s3()),

@@ -289,14 +289,14 @@ def test_a_concurrent_update_makes_the_stage_re_plan(
     deid: DeidStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an imported image set, and someone else updating it right before the stage's first update
-    from ahi_pipeline.deid_gateway import DeidGateway  # noqa: PLC0415
+    from ahi_pipeline.image_set_gateway import ImageSetGateway  # noqa: PLC0415
 
     [body] = deid.imported(synthetic_series(1))
     source = json.loads(body)["detail"]["imageSetId"]
-    real_update = DeidGateway.update
+    real_update = ImageSetGateway.update
     interfered: list[str] = []
 
-    def update(self: DeidGateway, datastore_id: str, image_set_id: str, latest: str, payload: Any) -> str:
+    def update(self: ImageSetGateway, datastore_id: str, image_set_id: str, latest: str, payload: Any) -> str:
         if not interfered:
             interfered.append(latest)
             outside = {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "Victoria's scan"}}}
@@ -309,7 +309,7 @@ def test_a_concurrent_update_makes_the_stage_re_plan(
             helpers.wait_image_set(deid.ahi, datastore_id, image_set_id)
         return real_update(self, datastore_id, image_set_id, latest, payload)
 
-    monkeypatch.setattr(DeidGateway, "update", update)
+    monkeypatch.setattr(ImageSetGateway, "update", update)
 
     # When Deidentify handles the event
     assert deid.deidentify(body) == {"batchItemFailures": []}

@@ -19,8 +19,8 @@ files, parsed and checked; pure), :mod:`ahi_pipeline.pipeline_events` (the pipel
 
 The de-identification stage (Deidentify): :mod:`ahi_pipeline.deid_profile` (PS3.15 as data; pure),
 :mod:`ahi_pipeline.pseudonyms` (keyed pseudonyms, UIDs and date shifts; pure), :mod:`ahi_pipeline.deid_plan`
-(the planner; pure), :mod:`ahi_pipeline.deid_gateway` (HealthImaging writes), :mod:`ahi_pipeline.deidentify`
-(the stage).
+(the planner; pure), :mod:`ahi_pipeline.image_set_gateway` (HealthImaging image set reads, writes and
+tags, shared with tagging), :mod:`ahi_pipeline.deidentify` (the stage).
 
 The tagging stage (TagImageSet): :mod:`ahi_pipeline.tag_rules` (rules, normalization, the PHI guard, the
 merge; pure) and :mod:`ahi_pipeline.tagging` (the stage).

@@ -44,9 +44,9 @@ from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePer
 
 from ahi_pipeline import clients
 from ahi_pipeline.batch_store import BatchStore, DeidState
-from ahi_pipeline.deid_gateway import DeidGateway, ImageSetConflict, WriteFailed
 from ahi_pipeline.deid_plan import identifying_values, plan, remaining_identifiers
 from ahi_pipeline.deid_profile import Profile, load_profile, parse_safe_private
+from ahi_pipeline.image_set_gateway import ImageSetConflict, ImageSetGateway, WriteFailed
 from ahi_pipeline.observability import count, logger, tracer
 from ahi_pipeline.pipeline_events import SOURCE, EventBusGateway, image_set_ready
 from ahi_pipeline.pseudonyms import Pseudonymizer
@@ -138,7 +138,7 @@ def parse_image_set_event(body: Any) -> ImageSetEvent:
 
 @dataclass(frozen=True)
 class DeidServices:
-    imaging: DeidGateway
+    imaging: ImageSetGateway
     s3: S3Gateway
     bus: EventBusGateway
     records: BatchStore
@@ -166,7 +166,7 @@ def deid_services(settings: DeidSettings) -> DeidServices:
         return secret
 
     return DeidServices(
-        imaging=DeidGateway(clients.medical_imaging()),
+        imaging=ImageSetGateway(clients.medical_imaging()),
         s3=S3Gateway(clients.s3()),
         bus=EventBusGateway(clients.events()),
         records=BatchStore(clients.dynamodb(), settings.batch_table),

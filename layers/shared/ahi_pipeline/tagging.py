@@ -23,9 +23,9 @@ from botocore.exceptions import ClientError
 
 import ahi_pipeline
 from ahi_pipeline import clients
-from ahi_pipeline.deid_gateway import DeidGateway
 from ahi_pipeline.deid_plan import identifying_values
 from ahi_pipeline.deid_profile import load_profile
+from ahi_pipeline.image_set_gateway import ImageSetGateway
 from ahi_pipeline.observability import count, logger, tracer
 from ahi_pipeline.pipeline_events import IMAGE_SET_READY, SOURCE
 from ahi_pipeline.runtime import per_environment
@@ -105,19 +105,25 @@ class TagOutcome:
 
 
 @per_environment
-def _gateway() -> DeidGateway:
-    return DeidGateway(clients.medical_imaging())
+def _gateway() -> ImageSetGateway:
+    return ImageSetGateway(clients.medical_imaging())
 
 
 @per_environment
-def _managed(datastore_arn: str) -> bool:
-    """Tag the data store as managed by the pipeline (once per execution environment)."""
-    client = clients.medical_imaging()
-    existing = client.list_tags_for_resource(resourceArn=datastore_arn).get("tags", {})
+def _managed_stores() -> set[str]:
+    """Data stores already tagged as managed by the pipeline in this execution environment."""
+    return set()
+
+
+def _mark_managed(imaging: ImageSetGateway, datastore_arn: str) -> None:
+    """Tag the data store as managed by the pipeline (checked once per execution environment)."""
+    if datastore_arn in _managed_stores():
+        return
+    existing = imaging.tags(datastore_arn)
     missing = {k: v for k, v in MANAGED_BY.items() if existing.get(k) != v}
     if missing:
-        client.tag_resource(resourceArn=datastore_arn, tags=missing)
-    return True
+        imaging.tag(datastore_arn, missing)
+    _managed_stores().add(datastore_arn)
 
 
 def handle_ready_message(record: SQSRecord) -> dict[str, Any]:
@@ -131,7 +137,7 @@ def handle_ready_message(record: SQSRecord) -> dict[str, Any]:
 
 
 @tracer.capture_method(capture_response=False)
-def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: DeidGateway) -> TagOutcome:
+def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: ImageSetGateway) -> TagOutcome:
     """Tag one Ready image set (see the module docstring)."""
     if event.datastore_id != settings.datastore_id:
         logger.warning(
@@ -142,7 +148,7 @@ def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: DeidGate
     if properties.arn is None or properties.state == "DELETED":
         logger.warning("image set gone before it was tagged", extra={"image_set_id": event.image_set_id})
         return TagOutcome(event.image_set_id, "gone")
-    _managed(properties.arn.split("/imageset/")[0])
+    _mark_managed(imaging, properties.arn.split("/imageset/")[0])
     metadata = imaging.metadata(event.datastore_id, event.image_set_id)
     deid = event.detail.get("deidentification") or {}
     announced = deid.get("options")
@@ -169,7 +175,7 @@ def tag_image_set(event: ReadyEvent, *, settings: TagSettings, imaging: DeidGate
     )
 
 
-def _tags(imaging: DeidGateway, arn: str) -> dict[str, str]:
+def _tags(imaging: ImageSetGateway, arn: str) -> dict[str, str]:
     try:
         return imaging.tags(arn)
     except ClientError as error:

@@ -1,4 +1,4 @@
-"""HealthImaging for the de-identification and tagging stages: metadata, updates, copies, deletes, tags.
+"""HealthImaging image sets for the de-identification and tagging stages: metadata, writes, tags.
 
 UpdateImageSetMetadata, CopyImageSet and DeleteImageSet allow 0.25 calls per second (burst 1) and lock
 the image set while they run.  botocore's adaptive retry mode (:mod:`ahi_pipeline.clients`) retries
@@ -27,7 +27,7 @@ from ahi_pipeline.deid_plan import Payload
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
 
-__all__ = ["DeidGateway", "ImageSetConflict", "ImageSetProperties", "WriteFailed"]
+__all__ = ["ImageSetConflict", "ImageSetGateway", "ImageSetProperties", "WriteFailed"]
 
 _RETRYABLE: Final = frozenset(
     {"ThrottlingException", "ServiceQuotaExceededException", "InternalServerException"}
@@ -68,7 +68,7 @@ class ImageSetProperties:
         )
 
 
-class DeidGateway:
+class ImageSetGateway:
     """The HealthImaging calls of the stage.
 
     Parameters
