@@ -54,3 +54,36 @@ def ct_series(count: int, size: int = 512, seed: int = 7) -> list[bytes]:
         ds.save_as(buffer, enforce_file_format=True)
         files.append(buffer.getvalue())
     return files
+
+
+def radiograph(size: int, bits_stored: int = 12, seed: int = 11) -> np.ndarray:
+    """A ``size``² chest-radiograph-like frame (MONOCHROME2, ``bits_stored`` bits, uint16).
+
+    Smooth structure at every scale (a soft-edged torso, darker lungs crossed by ribs, spine, heart and
+    diaphragm, a heel-effect gradient) plus quantum noise whose deviation grows as the square root of
+    the signal (≈ 11 grey levels at mid-range in 12 bits, scaled with the range), so the high
+    resolutions carry noise as a detector's do.  Float32 throughout.
+    """
+    rng = np.random.default_rng(seed)
+    axis = np.linspace(-1, 1, size, dtype=np.float32)
+    y, x = axis[:, None], axis[None, :]
+
+    def soft(distance: np.ndarray, edge: float) -> np.ndarray:
+        """1 inside (``distance`` < 1), 0 outside, with a smooth edge of width ``edge``."""
+        return np.broadcast_to(0.5 - 0.5 * np.tanh((distance - 1) / edge), (size, size))
+
+    torso = soft(np.abs(x / 0.9) ** 3 + np.abs(y / 1.05) ** 3, 0.08)
+    lungs = soft(((np.abs(x) - 0.4) / 0.3) ** 2 + ((y + 0.1) / 0.6) ** 2, 0.1)
+    ribs = 0.5 + 0.5 * np.cos(2 * np.pi * (y * 5.5 + 0.8 * (np.abs(x) - 0.4) ** 2))
+    heart = soft(((x + 0.1) / 0.28) ** 2 + ((y - 0.2) / 0.3) ** 2, 0.15)
+    spine = soft(np.abs(x / 0.07) ** 4, 0.3)
+    diaphragm = soft((0.55 + 0.15 * x**2 - y) / 0.05, 0.5)
+    # Attenuation (0 = air, 1 = dense): air dark, bone bright.
+    density = torso * (0.55 - 0.35 * lungs * (1 - diaphragm) + 0.12 * lungs * ribs)
+    density += 0.25 * spine * torso + 0.15 * heart + 0.2 * diaphragm * torso + 0.04 * (y + 1)
+    top = float((1 << bits_stored) - 1)
+    scale = top / 4095
+    signal = (0.05 + 0.85 * np.clip(density, 0, 1)) * top
+    signal += rng.standard_normal((size, size), dtype=np.float32) * 0.25 * np.sqrt(signal / scale) * scale
+    frame: np.ndarray = np.clip(np.rint(signal), 0, top).astype(np.uint16)
+    return frame

@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--transition-delay", type=float, default=0.05, help="seconds an async state change takes"
     )
     parser.add_argument("--import-workers", type=int, default=1)
+    parser.add_argument(
+        "--retain-original-encoding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep JPEG Baseline, JPEG 2000 and HTJ2K frames as imported, as the service does "
+        "(--no-retain-original-encoding transcodes every frame to HTJ2K lossless)",
+    )
     parser.add_argument("--max-files-per-job", type=int, default=Quotas.files_per_import_job)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_seed=args.fault_seed,
         transition_delay=args.transition_delay,
         import_workers=args.import_workers,
+        retain_original_encoding=args.retain_original_encoding,
         quotas=Quotas(files_per_import_job=args.max_files_per_job),
     )
     emulator = Emulator(config, host=args.host, port=args.port)

@@ -38,6 +38,7 @@ from emulator.exceptions import (
     ServiceQuotaExceededException,
     ValidationException,
 )
+from emulator.imaging.stored_syntax import frame_content_type
 from emulator.protocol import StreamingBody
 from emulator.scheduler import Scheduler
 from emulator.store import Store, compress_document, decompress_document, now, to_datetime
@@ -102,7 +103,7 @@ class Backend:
         self._events_client: Any = None
         self._publishers: dict[tuple[str, str], EventPublisher] = {}
         self._publishers_lock = threading.Lock()
-        self._frame_id_cache: dict[tuple[str, int], frozenset[str]] = {}
+        self._frame_id_cache: dict[tuple[str, int], dict[str, str]] = {}
 
     # ------------------------------------------------------------------ plumbing
     def s3_client(self) -> Any:
@@ -526,7 +527,8 @@ class Backend:
     def get_image_frame(self, ctx: RequestContext, **params: Any) -> dict[str, Any]:
         row = self._live_image_set(ctx, params["datastoreId"], params["imageSetId"])
         frame_id = params["imageFrameInformation"]["imageFrameId"]
-        if frame_id not in self._frame_ids(row["id"], row["latest_version"]):
+        content_type = self._frame_content_types(row["id"], row["latest_version"]).get(frame_id)
+        if content_type is None:
             raise ResourceNotFoundException(f"Image frame {frame_id} does not exist in image set {row['id']}")
         path = self.store.frame_path(row["datastore_id"], frame_id)
         if not path.exists():
@@ -534,16 +536,17 @@ class Backend:
         self._touch(row["id"])
         return {
             "imageFrameBlob": StreamingBody(_read_chunks(path), path.stat().st_size),
-            "contentType": "image/jph",
+            "contentType": content_type,
         }
 
-    def _frame_ids(self, image_set_id: str, version: int) -> frozenset[str]:
-        """The frame ids of one version, cached: a version never changes, and GetImageFrame is the
-        hottest call (1,000 TPS on the service), so it must not decompress the metadata every time."""
+    def _frame_content_types(self, image_set_id: str, version: int) -> dict[str, str]:
+        """Frame id to content type for one version, cached: a version never changes, and GetImageFrame is
+        the hottest call (1,000 TPS on the service), so it must not decompress the metadata every time.
+        The content type follows the instance's ``StoredTransferSyntaxUID`` (``image/jph`` without it)."""
         key = (image_set_id, version)
         cached = self._frame_id_cache.get(key)
         if cached is None:
-            cached = frozenset(iter_frame_ids(self.document(image_set_id, version)))
+            cached = dict(iter_frame_content_types(self.document(image_set_id, version)))
             if len(self._frame_id_cache) >= _FRAME_ID_CACHE_SIZE:
                 self._frame_id_cache.pop(next(iter(self._frame_id_cache)))
             self._frame_id_cache[key] = cached
@@ -1063,6 +1066,16 @@ def iter_frame_ids(document: Mapping[str, Any]) -> Iterator[str]:
             for frame in instance.get("ImageFrames") or []:
                 if frame.get("ID"):
                     yield frame["ID"]
+
+
+def iter_frame_content_types(document: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(ID, GetImageFrame content type)`` of every ``ImageFrames`` entry of a metadata document."""
+    for series in (document.get("Study", {}).get("Series") or {}).values():
+        for instance in (series.get("Instances") or {}).values():
+            content_type = frame_content_type(instance.get("StoredTransferSyntaxUID"))
+            for frame in instance.get("ImageFrames") or []:
+                if frame.get("ID"):
+                    yield frame["ID"], content_type
 
 
 def _read_chunks(path: Any, size: int = 64 * 1024) -> Iterator[bytes]:

@@ -28,6 +28,11 @@ class EmulatorConfig:
 
     Endpoints left as None follow boto3's own resolution (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``,
     or real AWS).  Events are published only when ``events`` is true.
+
+    ``retain_original_encoding`` keeps the frames of JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG 2000
+    (.4.91) and HTJ2K (.4.203) files in their original encoding, as the service does today (Developer
+    Guide, "Supported transfer syntaxes"; ``emulator.imaging.stored_syntax``); False transcodes every
+    frame to HTJ2K lossless, as the seed spec describes.
     """
 
     data_dir: Path | None = None
@@ -43,4 +48,5 @@ class EmulatorConfig:
     fault_seed: int | None = None
     transition_delay: float = 0.05
     import_workers: int = 1
+    retain_original_encoding: bool = True
     quotas: Quotas = field(default_factory=Quotas)

@@ -185,7 +185,13 @@ class ImportJobRunner:
                         pending.append((following, pool.submit(self._fetch, bucket, following.key)))
                     yield obj.key, partial(_result, future)
 
-            instances = import_files(fetched(), self.backend.store, datastore_id, outcome)
+            instances = import_files(
+                fetched(),
+                self.backend.store,
+                datastore_id,
+                outcome,
+                retain_original_encoding=self.backend.config.retain_original_encoding,
+            )
         self._create_image_sets(datastore_id, instances, outcome)
 
     def _fetch(self, bucket: str, key: str) -> SpooledTemporaryFile[bytes]:
@@ -306,13 +312,19 @@ def _result(future: Future[SpooledTemporaryFile[bytes]]) -> BinaryIO:
 
 
 def import_files(
-    files: Iterable[tuple[str, Callable[[], BinaryIO]]], store: Store, datastore_id: str, outcome: JobOutcome
+    files: Iterable[tuple[str, Callable[[], BinaryIO]]],
+    store: Store,
+    datastore_id: str,
+    outcome: JobOutcome,
+    *,
+    retain_original_encoding: bool = True,
 ) -> list[imaging.ImportedInstance]:
     """Import ``(key, open)`` pairs in order, one file being read while the previous one's frames encode.
 
     Each file that fails is recorded in ``outcome.failures`` with its reason (its stored frames are
     removed); the instances of the others are returned.  At most two files are in flight, so memory
-    stays bounded by a few frames whatever the number of files.
+    stays bounded by a few frames whatever the number of files.  ``retain_original_encoding`` is
+    :attr:`emulator.config.EmulatorConfig.retain_original_encoding`.
     """
     instances: list[imaging.ImportedInstance] = []
     in_flight: tuple[str, imaging.PendingInstance, list[str]] | None = None
@@ -334,7 +346,9 @@ def import_files(
 
         try:
             with opener() as handle:
-                pending = imaging.begin_import(handle, key, store_frame)
+                pending = imaging.begin_import(
+                    handle, key, store_frame, retain_original_encoding=retain_original_encoding
+                )
         except Exception as error:  # noqa: BLE001 - every failure is reported for its file
             _record_failure(store, datastore_id, key, written, error, outcome=outcome)
             continue

@@ -1,9 +1,11 @@
 """Persistence: an embedded SQLite database for state plus files for frames, under one data directory.
 
 The emulator's state survives a restart: data stores, import jobs, image sets with every version of their
-metadata (gzip JSON, as the service serves it), and tags live in ``<data-dir>/state.sqlite3``; HTJ2K frames
-live in ``<data-dir>/frames/<datastoreId>/<frameId[:2]>/<frameId>.jph``.  ``Store.reset`` empties both
-(the test hook).  All access goes through one lock, so callers on several threads see consistent rows.
+metadata (gzip JSON, as the service serves it), and tags live in ``<data-dir>/state.sqlite3``; frames live
+in ``<data-dir>/frames/<datastoreId>/<frameId[:2]>/<frameId>.jph`` (HTJ2K codestreams, or a frame's original
+encoding for the syntaxes the service keeps: the metadata's ``StoredTransferSyntaxUID`` says which).
+``Store.reset`` empties both (the test hook).  All access goes through one lock, so callers on several
+threads see consistent rows.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from local.progress import Board
-from local.samples import sample_paths
+from local.samples import sample_paths, synthetic_series
 from local.stack import LocalStack, StackError
 from local.template import TemplateError
 
@@ -65,8 +66,13 @@ def uploads(dicom_dir: Path | None) -> list[Upload]:
         Upload(f"{INCOMING}samples/series-{index % 2}/{name}", path=path)
         for index, (name, path) in enumerate(sample_paths())
     ]
+    synthetic = [
+        Upload(f"{INCOMING}samples/synthetic-ct/{name}", body=data, kind="synthetic DICOM")
+        for name, data in synthetic_series()
+    ]
     return [
         *samples,
+        *synthetic,
         Upload(f"{INCOMING}samples/notes/readme.txt", body=b"not a DICOM file", kind="not DICOM"),
         Upload(f"{INCOMING}samples/empty.dcm", body=b"", kind="zero-byte"),
         Upload(f"{INCOMING}samples/folder/", body=b"", kind="folder marker"),
@@ -98,6 +104,9 @@ class DemoResult:
     ready: int = 0
     #: The tagging stage: the pipeline's tags of each Ready image set.
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The thumbnail stage: each rendered image set's sidecar, and the contact page written.
+    thumbnails: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contact_page: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,6 +136,7 @@ class Demo:
         self.announcements: str | None = None
         self.announced: Counter[str] = Counter()
         self.ready_ids: list[str] = []
+        self.rendered: list[dict[str, Any]] = []
 
     def subscribe(self) -> None:
         """Listen to the pipeline bus as a later stage would (a rule into a queue of the demo's own)."""
@@ -152,6 +162,8 @@ class Demo:
                 self.announced[event.get("detail-type", "?")] += 1
                 if event.get("detail-type") == "Image Set Ready":
                     self.ready_ids.append(str(event["detail"]["imageSetId"]))
+                if event.get("detail-type") == "Thumbnail Rendered":
+                    self.rendered.append(dict(event["detail"]))
                 self.sqs.delete_message(QueueUrl=self.announcements, ReceiptHandle=message["ReceiptHandle"])
 
     def say(self, line: str) -> None:
@@ -186,6 +198,7 @@ class Demo:
         deidentified = self.board.row("image sets de-identified") if deid else None
         ready = self.board.row("image sets ready") if deid else None
         tagged = self.board.row("image sets tagged") if "TagQueueUrl" in self.outputs else None
+        thumbnails = self.board.row("thumbnails rendered") if "ThumbnailQueueUrl" in self.outputs else None
 
         def update(reason: str | None) -> None:
             events.set(len(self._handled_events()), expected_events)
@@ -208,6 +221,8 @@ class Demo:
                         ready.set(self.announced["Image Set Ready"], imported)
                     if tagged is not None:
                         tagged.set(len(self._tagged()), imported)
+                    if thumbnails is not None:
+                        thumbnails.set(self.announced["Thumbnail Rendered"], imported)
             if events.done >= expected_events:
                 events.finish()
             if reason is None:
@@ -219,7 +234,9 @@ class Demo:
         update(None)
         self.board.close()
 
-    def summarize(self, items: list[Upload], function_log: Path | None) -> DemoResult:
+    def summarize(
+        self, items: list[Upload], function_log: Path | None, output_dir: Path | None = None
+    ) -> DemoResult:
         result = DemoResult(uploaded=len(items), events_handled=len(self._handled_events()))
         members = self._batch_members(result)
         if "PipelineBusName" in self.outputs:
@@ -231,6 +248,10 @@ class Demo:
             result.ready = self.announced["Image Set Ready"]
         if "TagQueueUrl" in self.outputs:
             result.tags = self._tagged()
+        if "ThumbnailQueueUrl" in self.outputs:
+            result.thumbnails = self._thumbnails(output_dir)
+            if output_dir is not None and result.thumbnails:
+                result.contact_page = write_contact_page(output_dir, result.thumbnails)
         batched = {key for key, _ in members.values()}
         result.not_batched = sum(1 for item in items if item.key not in batched)
         result.skipped = _skip_reasons(function_log)
@@ -238,6 +259,8 @@ class Demo:
             "UploadDeadLetterQueueUrl",
             "JobEventsDeadLetterQueueUrl",
             "DeidentifyDeadLetterQueueUrl",
+            "TagDeadLetterQueueUrl",
+            "ThumbnailDeadLetterQueueUrl",
         ):
             dead_letter = self.outputs.get(name)
             if dead_letter:
@@ -268,6 +291,25 @@ class Demo:
                 if item.get("kind", {}).get("S") == "batch":
                     items.append({name: next(iter(value.values())) for name, value in item.items()})
         return items
+
+    def _thumbnails(self, output_dir: Path | None) -> dict[str, dict[str, Any]]:
+        """Each rendered image set's sidecar; with ``output_dir``, its PNGs copied under ``thumbnails/``."""
+        self._drain_announcements()
+        found: dict[str, dict[str, Any]] = {}
+        for detail in self.rendered:
+            bucket, image_set_id = str(detail["bucket"]), str(detail["imageSetId"])
+            body = self.s3.get_object(Bucket=bucket, Key=str(detail["sidecarKey"]))["Body"].read()
+            sidecar = json.loads(body)
+            found[image_set_id] = sidecar
+            if output_dir is None:
+                continue
+            folder = output_dir / "thumbnails" / image_set_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in [detail["thumbnailKey"], *detail.get("contactSheetKeys", [])]:
+                png = self.s3.get_object(Bucket=bucket, Key=str(key))["Body"].read()
+                (folder / str(key).rsplit("/", 1)[-1]).write_bytes(png)
+            (folder / "thumbnail.json").write_bytes(body)
+        return found
 
     def _tagged(self) -> dict[str, dict[str, str]]:
         """The pipeline's tags of each Ready image set that has them."""
@@ -427,6 +469,19 @@ class Demo:
             image_set_id, tags = sorted(result.tags.items())[0]
             shown = ", ".join(f"{k}={v}" for k, v in sorted(tags.items()) if not k.endswith(("job", "batch")))
             self.say(f"     {image_set_id}: {shown}")
+        if result.thumbnails:
+            sheets = sum(len(s.get("contactSheets", [])) for s in result.thumbnails.values())
+            frames = [s["thumbnail"]["frame"] for s in result.thumbnails.values()]
+            read = sum(f["bytesRead"] for f in frames)
+            total = sum(f["frameBytes"] or f["bytesRead"] for f in frames)
+            checked = sum(1 for f in frames if f["checksum"]["verified"])
+            self.say(
+                f"   thumbnails:         {len(result.thumbnails)} image sets, {sheets} contact sheet(s); "
+                f"{read:,} of {total:,} frame bytes read ({read / max(total, 1):.0%}); "
+                f"{checked} of {len(frames)} levels checksummed"
+            )
+            if result.contact_page is not None:
+                self.say(f"     contact page: {result.contact_page}")
         skipped = ", ".join(f"{reason} ×{n}" for reason, n in result.skipped.items())
         self.say(
             f"   not batched:        {result.not_batched}" + (f" (skipped: {skipped})" if skipped else "")
@@ -438,6 +493,50 @@ class Demo:
         for key in result.unaccounted:
             self.say(f"   LOST: {key} is in a batch but neither imported nor reported")
         self.say("   " + ("every upload is accounted for" if result.ok else "SOMETHING WAS LOST (see above)"))
+
+
+def write_contact_page(output_dir: Path, sidecars: dict[str, dict[str, Any]]) -> Path:
+    """``index.html`` showing each image set's thumbnail and contact sheets (ids and numbers only)."""
+    cards = []
+    for image_set_id, sidecar in sorted(sidecars.items()):
+        thumbnail = sidecar["thumbnail"]
+        frame = thumbnail["frame"]
+        level = frame["level"]
+        series = thumbnail.get("series") or {}
+        folder = f"thumbnails/{html.escape(image_set_id)}"
+        fraction = frame["bytesRead"] / frame["frameBytes"] if frame.get("frameBytes") else 1.0
+        facts = (
+            f"{html.escape(str(series.get('modality') or '?'))} · {thumbnail['width']}×{thumbnail['height']}"
+            f" from level {level['width']}×{level['height']} of {frame['fullSize']['width']}×"
+            f"{frame['fullSize']['height']} · {fraction:.0%} of the frame read"
+        )
+        sheets = "".join(
+            f'<figure class="sheet"><img src="{folder}/{html.escape(s["key"].rsplit("/", 1)[-1])}" '
+            f'alt="contact sheet {n}" width="{s["width"]}" height="{s["height"]}">'
+            f"<figcaption>series {html.escape(str(s['series'].get('seriesNumber') or '?'))}: "
+            f"{len(s['tiles'])} of {s['series']['instances']} instances</figcaption></figure>"
+            for n, s in enumerate(sidecar.get("contactSheets", []), start=1)
+        )
+        cards.append(
+            f'<section class="image-set"><h2>{html.escape(image_set_id)}</h2>'
+            f'<figure><img src="{folder}/thumbnail.png" alt="thumbnail of {html.escape(image_set_id)}" '
+            f'width="{thumbnail["width"]}" height="{thumbnail["height"]}"><figcaption>{facts}</figcaption>'
+            f"</figure>{sheets}</section>"
+        )
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>HealthImaging automation: thumbnails</title><style>"
+        "body{font-family:system-ui,sans-serif;background:#111;color:#ddd;margin:2rem}"
+        "section{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start;margin-bottom:2rem}"
+        "h2{flex-basis:100%;font:600 0.9rem monospace;margin:0}figure{margin:0}"
+        "figcaption{font-size:0.8rem;color:#aaa;max-width:32rem}img{background:#000;display:block}"
+        "</style></head><body>"
+        f"<h1>{len(sidecars)} image sets</h1>{''.join(cards)}</body></html>\n"
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path.resolve()
 
 
 def _staged_key(input_file: str) -> str:
@@ -477,6 +576,7 @@ def run(
     dicom_dir: Path | None = None,
     template: Path = Path("template.yaml"),
     data_dir: Path = Path(".local/demo"),
+    output_dir: Path | None = Path("demo-output"),
     parameters: dict[str, str] | None = None,
     port: int = 0,
     throttling: bool = False,
@@ -519,8 +619,10 @@ def run(
         demo.subscribe()
         demo.upload(items)
         demo.follow(expected_events=len(items), timeout=timeout)
-        result = demo.summarize(items, function_log)
+        result = demo.summarize(items, function_log, output_dir)
     print(f"\nFunction logs: {function_log}", file=out)
+    if result.contact_page is not None:
+        print(f"Thumbnails: open {result.contact_page}", file=out)
     return 0 if result.ok else 1
 
 
@@ -544,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--template", type=Path, default=Path("template.yaml"))
     parser.add_argument("--data-dir", type=Path, default=Path(".local/demo"))
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("demo-output"),
+        help="where the thumbnails and their contact page (index.html) are written",
+    )
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--port", type=int, default=0, help="the endpoint's port (0: any free one)")
     parser.add_argument("--throttling", action="store_true", help="enforce HealthImaging's documented TPS")
@@ -560,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
             dicom_dir=args.dicom_dir,
             template=args.template,
             data_dir=args.data_dir,
+            output_dir=args.output_dir,
             parameters=parameters,
             port=args.port,
             throttling=args.throttling,

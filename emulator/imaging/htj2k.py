@@ -89,9 +89,11 @@ class FrameInfo:
     Attributes
     ----------
     frame_id : str
-        The image frame ID that storing the HTJ2K codestream returned.
+        The image frame ID that storing the frame (an HTJ2K codestream, or the original encoding of a
+        syntax the service keeps) returned.
     checksums : tuple[LevelChecksum, ...]
-        IFRCs from the base (smallest) to the full resolution.
+        IFRCs from the base (smallest) to the full resolution; empty for a frame stored in its original
+        encoding, whose entry then has no ``PixelDataChecksumFromBaseToFullResolution``.
     min_pixel_value, max_pixel_value : int | float
         The smallest and largest sample of the frame.
     frame_size_in_bytes : int
@@ -106,13 +108,14 @@ class FrameInfo:
 
     def as_metadata(self) -> dict[str, Any]:
         """Return the ``ImageFrames`` entry of the metadata document."""
-        return {
-            "ID": self.frame_id,
-            "PixelDataChecksumFromBaseToFullResolution": [level.as_metadata() for level in self.checksums],
-            "MinPixelValue": self.min_pixel_value,
-            "MaxPixelValue": self.max_pixel_value,
-            "FrameSizeInBytes": self.frame_size_in_bytes,
-        }
+        entry: dict[str, Any] = {"ID": self.frame_id}
+        if self.checksums:
+            levels = [level.as_metadata() for level in self.checksums]
+            entry["PixelDataChecksumFromBaseToFullResolution"] = levels
+        entry["MinPixelValue"] = self.min_pixel_value
+        entry["MaxPixelValue"] = self.max_pixel_value
+        entry["FrameSizeInBytes"] = self.frame_size_in_bytes
+        return entry
 
 
 @dataclass(frozen=True)

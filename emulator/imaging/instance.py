@@ -1,9 +1,14 @@
-"""Import one DICOM P10 file: validate it, transcode its frames, and convert its metadata.
+"""Import one DICOM P10 file: validate it, transcode (or keep) its frames, and convert its metadata.
 
 :func:`import_instance` is the unit of work of an import job.  The job hands it one downloaded input
-file and a callback that stores an HTJ2K codestream and returns its image frame ID; it gets back the
+file and a callback that stores one encoded frame and returns its image frame ID; it gets back the
 instance's metadata (split by level) with one ``ImageFrames`` entry per stored frame, or an
 :class:`~emulator.imaging.errors.ImportFileError` for the file's ``failure.ndjson`` line.
+
+Frames are stored as lossless HTJ2K, except those of the syntaxes the service keeps in their original
+encoding (:mod:`emulator.imaging.stored_syntax`: JPEG Baseline, JPEG 2000, HTJ2K): their encapsulated
+frames are stored byte for byte, without resolution checksums.  Those frames are decoded all the same,
+which checks that the pixel data is readable and gives each frame's smallest and largest sample.
 
 Frames are decoded one at a time (pydicom's ``iter_pixels``; multi-frame pixel data is streamed from
 the file), so a large multi-frame instance is never decoded whole.  HTJ2K encoding and its
@@ -23,10 +28,13 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
+import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import iter_pixels
 
@@ -44,7 +52,9 @@ from emulator.imaging.htj2k import (
     prepare_frame,
 )
 from emulator.imaging.levels import Level
+from emulator.imaging.stored_syntax import HTJ2K_LOSSLESS_RPCL, stored_transfer_syntax
 from emulator.imaging.validation import (
+    PIXEL_DATA,
     SUPPORTED_TRANSFER_SYNTAXES,
     PixelDescription,
     check_element_constraints,
@@ -82,6 +92,9 @@ class ImportedInstance:
         The instance's ``DICOMVRs``.
     frames : tuple[FrameInfo, ...]
         One entry per frame, in frame order; empty for instances without (7FE0,0010) PixelData.
+    stored_transfer_syntax : str or None
+        The ``StoredTransferSyntaxUID`` of the frames: HTJ2K Lossless RPCL, or the file's own syntax
+        when the service keeps it; None without frames.
     """
 
     input_file: str
@@ -94,15 +107,18 @@ class ImportedInstance:
     instance: dict[str, Any]
     vrs: dict[str, str]
     frames: tuple[FrameInfo, ...]
+    stored_transfer_syntax: str | None = None
 
     def instance_document(self) -> dict[str, Any]:
         """Return the instance's entry under ``Study.Series.<uid>.Instances``.
 
-        ``DICOMVRs`` is always present (``{}`` when every VR follows from its key); ``ImageFrames`` is
-        present only when the instance has frames.
+        ``DICOMVRs`` is always present (``{}`` when every VR follows from its key);
+        ``StoredTransferSyntaxUID`` and ``ImageFrames`` are present only when the instance has frames
+        (the order of keys is that of a real GetImageSetMetadata response).
         """
         document: dict[str, Any] = {"DICOM": self.instance, "DICOMVRs": self.vrs}
         if self.frames:
+            document["StoredTransferSyntaxUID"] = self.stored_transfer_syntax or HTJ2K_LOSSLESS_RPCL
             document["ImageFrames"] = [frame.as_metadata() for frame in self.frames]
         return document
 
@@ -127,6 +143,16 @@ class _Pending:
 def _transcode(frame: PreparedFrame) -> tuple[bytes, tuple[LevelChecksum, ...]]:
     """Encode and verify one frame and compute its per-level checksums (on a pool thread)."""
     return encode_and_verify(frame), level_checksums(frame)
+
+
+class _FrameSink(Protocol):
+    """Where decoded frames go: :class:`_FrameTranscoder` or :class:`_FrameRetainer`."""
+
+    def submit(self, number: int, pixels: Pixels) -> None: ...
+
+    def finish(self) -> tuple[FrameInfo, ...]: ...
+
+    def abandon(self) -> None: ...
 
 
 class _FrameTranscoder:
@@ -184,6 +210,81 @@ class _FrameTranscoder:
                 frame_size_in_bytes=int(pending.frame.pixels.nbytes),
             )
         )
+
+
+class _FrameRetainer:
+    """Stores each frame in its original encoding (a syntax the service keeps), in order.
+
+    :meth:`submit` takes each decoded frame for its smallest and largest sample and its decoded size;
+    :meth:`store` then stores the encapsulated frames read from the file.  No resolution checksums: the
+    frames are not transcoded, so nothing is verified, and a lossy codestream has no reversible
+    resolution levels to checksum (the Developer Guide does not say; see ``stored_syntax``).
+    """
+
+    def __init__(self, store_frame: StoreFrame) -> None:
+        self._store_frame = store_frame
+        self._decoded: list[tuple[int, int, int]] = []
+        self.frames: list[FrameInfo] = []
+
+    def submit(self, number: int, pixels: Pixels) -> None:
+        array = np.asarray(pixels)
+        if array.dtype.kind not in "iu":
+            raise ImportFileError.validation(f"Frame {number} decodes to {array.dtype} samples")
+        self._decoded.append((int(array.min()), int(array.max()), int(array.nbytes)))
+
+    def store(self, encoded: Iterator[bytes]) -> None:
+        """Store the encoded frames; there must be one per decoded frame."""
+        for number, data in enumerate(encoded, start=1):
+            if number > len(self._decoded):
+                break
+            try:
+                frame_id = self._store_frame(data)
+            except Exception as exc:
+                raise ImportFileError.internal(f"Frame {number} could not be stored") from exc
+            minimum, maximum, size = self._decoded[number - 1]
+            self.frames.append(FrameInfo(frame_id, (), minimum, maximum, size))
+        if len(self.frames) != len(self._decoded):
+            raise ImportFileError.validation(
+                f"The encapsulated pixel data does not hold the {len(self._decoded)} frames it decodes to"
+            )
+
+    def finish(self) -> tuple[FrameInfo, ...]:
+        return tuple(self.frames)
+
+    def abandon(self) -> None:
+        """Nothing is in flight: frames are stored as soon as they are read."""
+
+
+def _encapsulated_frames(fp: BinaryIO, ds: Dataset, transfer_syntax: str, count: int) -> Iterator[bytes]:
+    """Yield the encoded bytes of each frame of the encapsulated (7FE0,0010) PixelData, in order.
+
+    The value is read from ``ds`` when it was loaded, else from the file (deferred values keep their
+    offset); frames spanning several fragments are joined, as pydicom's ``generate_frames`` does with the
+    Basic or Extended Offset Table or, without one, the markers of the codestreams.
+    """
+    # pydicom types get_item() as a DataElement, but a deferred value is still a RawDataElement
+    element: object = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    value: object = getattr(element, "value", None)
+    source: bytes | BinaryIO
+    if isinstance(value, bytes):
+        source = value
+    elif isinstance(element, RawDataElement):  # deferred: its value is still in the file
+        fp.seek(element.value_tell)
+        source = fp
+    else:
+        raise ImportFileError.validation("The encapsulated pixel data could not be read")
+    offsets = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        yield from generate_frames(source, number_of_frames=count, extended_offsets=offsets)
+    except ImportFileError:
+        raise
+    except Exception as exc:
+        raise ImportFileError.validation(
+            f"The encapsulated pixel data ({SUPPORTED_TRANSFER_SYNTAXES[transfer_syntax]}) could not be "
+            f"split into its {count} frames: {type(exc).__name__}"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -264,7 +365,11 @@ def _attributes(ds: Dataset) -> tuple[dict[Level, dict[str, Any]], dict[str, str
 
 
 def import_instance(
-    source: str | os.PathLike[str] | BinaryIO, input_file: str, store_frame: StoreFrame
+    source: str | os.PathLike[str] | BinaryIO,
+    input_file: str,
+    store_frame: StoreFrame,
+    *,
+    retain_original_encoding: bool = True,
 ) -> ImportedInstance:
     """Import one DICOM P10 file.
 
@@ -275,8 +380,12 @@ def import_instance(
     input_file : str
         The input object's key, recorded in :attr:`ImportedInstance.input_file`.
     store_frame : Callable[[bytes], str]
-        Stores one HTJ2K codestream and returns its image frame ID; called once per frame, in order,
-        on the calling thread, only for frames that passed pixel verification.
+        Stores one encoded frame and returns its image frame ID; called once per frame, in order, on
+        the calling thread, only for frames that passed pixel verification.  A frame is an HTJ2K
+        codestream, or the file's own encoded frame for a syntax the service keeps.
+    retain_original_encoding : bool
+        Keep the frames of JPEG Baseline, JPEG 2000 and HTJ2K files in their original encoding, as the
+        service does; False transcodes every frame to HTJ2K lossless (the seed spec's behaviour).
 
     Returns
     -------
@@ -292,7 +401,9 @@ def import_instance(
         data pydicom cannot decode; ``InternalServerException`` when transcoding, pixel verification
         or storing a frame fails.
     """
-    return begin_import(source, input_file, store_frame).result()
+    return begin_import(
+        source, input_file, store_frame, retain_original_encoding=retain_original_encoding
+    ).result()
 
 
 class PendingInstance:
@@ -305,12 +416,13 @@ class PendingInstance:
 
     def __init__(
         self, identity: tuple[str, str, str, str], levels: dict[Level, dict[str, Any]], vrs: dict[str, str],
-        transcoder: _FrameTranscoder,
+        transcoder: _FrameSink, stored_transfer_syntax: str | None,
     ) -> None:  # fmt: skip
         self._identity = identity
         self._levels = levels
         self._vrs = vrs
         self._transcoder = transcoder
+        self._stored_transfer_syntax = stored_transfer_syntax
 
     def result(self) -> ImportedInstance:
         """Wait for the frames; raises ImportFileError when one fails verification or storage."""
@@ -330,6 +442,7 @@ class PendingInstance:
             instance=self._levels[Level.INSTANCE],
             vrs=self._vrs,
             frames=stored,
+            stored_transfer_syntax=self._stored_transfer_syntax if stored else None,
         )
 
     def abandon(self) -> None:
@@ -338,7 +451,11 @@ class PendingInstance:
 
 
 def begin_import(
-    source: str | os.PathLike[str] | BinaryIO, input_file: str, store_frame: StoreFrame
+    source: str | os.PathLike[str] | BinaryIO,
+    input_file: str,
+    store_frame: StoreFrame,
+    *,
+    retain_original_encoding: bool = True,
 ) -> PendingInstance:
     """Read, validate and decode one DICOM P10 file, leaving its frames encoding on the pool.
 
@@ -357,7 +474,10 @@ def begin_import(
             raise
         except Exception as exc:
             raise _unparsable(exc) from exc
-        transcoder = _FrameTranscoder(store_frame, pixels.bits_stored if pixels else 0)
+        stored = stored_transfer_syntax(transfer_syntax, retain_original_encoding=retain_original_encoding)
+        retainer = _FrameRetainer(store_frame) if stored != HTJ2K_LOSSLESS_RPCL else None
+        bits_stored = pixels.bits_stored if pixels else 0
+        transcoder: _FrameSink = retainer or _FrameTranscoder(store_frame, bits_stored)
         try:
             # Converting the metadata may read deferred values from the file, so it happens before
             # streamed frames are read, or while the first (already read) frame is being encoded.
@@ -369,7 +489,12 @@ def begin_import(
             levels, vrs = converted or _attributes(ds)
             for number, frame in frames:
                 transcoder.submit(number, frame)
+            if retainer is not None and pixels is not None:
+                # Every frame decoded: now read the encoded frames (streamed ones from the same file).
+                retainer.store(_encapsulated_frames(fp, ds, transfer_syntax, pixels.number_of_frames))
         except BaseException:
             transcoder.abandon()
             raise
-    return PendingInstance((input_file, study_uid, series_uid, sop_uid), levels, vrs, transcoder)
+    return PendingInstance(
+        (input_file, study_uid, series_uid, sop_uid), levels, vrs, transcoder, stored if pixels else None
+    )

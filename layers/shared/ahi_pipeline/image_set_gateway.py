@@ -1,4 +1,5 @@
-"""HealthImaging image sets for the de-identification and tagging stages: metadata, writes, tags.
+"""HealthImaging image sets for the de-identification, tagging and thumbnail stages: metadata, frames,
+writes, tags.
 
 UpdateImageSetMetadata, CopyImageSet and DeleteImageSet allow 0.25 calls per second (burst 1) and lock
 the image set while they run.  botocore's adaptive retry mode (:mod:`ahi_pipeline.clients`) retries
@@ -27,7 +28,7 @@ from ahi_pipeline.deid_plan import Payload
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
 
-__all__ = ["ImageSetConflict", "ImageSetGateway", "ImageSetProperties", "WriteFailed"]
+__all__ = ["FrameStream", "ImageSetConflict", "ImageSetGateway", "ImageSetProperties", "WriteFailed"]
 
 _RETRYABLE: Final = frozenset(
     {"ThrottlingException", "ServiceQuotaExceededException", "InternalServerException"}
@@ -66,6 +67,16 @@ class ImageSetProperties:
             arn=response.get("imageSetArn"),
             message=response.get("message"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FrameStream:
+    """A GetImageFrame response: the unread stream (read what you need, then close it)."""
+
+    body: Any
+    content_type: str | None
+    #: The frame's size in bytes (the response's Content-Length), when the service sent it.
+    length: int | None
 
 
 class ImageSetGateway:
@@ -134,6 +145,22 @@ class ImageSetGateway:
             body = gzip.decompress(body)
         document: dict[str, Any] = json.loads(body)
         return document
+
+    def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameStream:
+        """GetImageFrame, not read: the caller reads as much of the frame as it needs."""
+        self.calls["GetImageFrame"] += 1
+        response = self._client.get_image_frame(
+            datastoreId=datastore_id,
+            imageSetId=image_set_id,
+            imageFrameInformation={"imageFrameId": frame_id},
+        )
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        length = headers.get("content-length")
+        return FrameStream(
+            response["imageFrameBlob"],
+            response.get("contentType"),
+            int(length) if length and str(length).isdigit() else None,
+        )
 
     def versions(self, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
         self.calls["ListImageSetVersions"] += 1

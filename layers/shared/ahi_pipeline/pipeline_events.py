@@ -19,6 +19,12 @@ copy when the history was purged)::
      "importJobId": "…", "batchId": "…",
      "deidentification": {"status": "deidentified", "edition": "2025b", "options": ["CleanDescriptors"]}}
 
+``Thumbnail Rendered`` (one per Ready image set whose thumbnail, contact sheets and sidecar were written)::
+
+    {"schemaVersion": 1, "datastoreId": "…", "imageSetId": "…", "bucket": "…",
+     "thumbnailKey": "thumbnails/<datastoreId>/<imageSetId>/thumbnail.png", "width": 256, "height": 256,
+     "sidecarKey": "…/thumbnail.json", "contactSheetKeys": ["…/contact-sheet-01.png"]}
+
 ``Import Files Failed`` (one per job with at least one file that did not import)::
 
     {"schemaVersion": 1, "datastoreId": "…", "importJobId": "…", "batchId": "…", "jobStatus": "COMPLETED",
@@ -34,6 +40,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ahi_pipeline.backoff import equal_jitter
@@ -44,17 +51,23 @@ __all__ = [
     "IMAGE_SET_READY",
     "IMPORT_FILES_FAILED",
     "SOURCE",
+    "THUMBNAIL_RENDERED",
     "EventBusGateway",
     "PublishError",
+    "ReadyEvent",
+    "ReadyEventError",
     "image_set_imported",
     "image_set_ready",
     "import_files_failed",
+    "parse_ready_event",
+    "thumbnail_rendered",
 ]
 
 SOURCE: Final = "healthimaging-automation"
 IMAGE_SET_IMPORTED: Final = "Image Set Imported"
 IMPORT_FILES_FAILED: Final = "Import Files Failed"
 IMAGE_SET_READY: Final = "Image Set Ready"
+THUMBNAIL_RENDERED: Final = "Thumbnail Rendered"
 SCHEMA_VERSION: Final = 1
 #: ``PutEvents`` accepts at most 10 entries per call.
 PUT_EVENTS_BATCH: Final = 10
@@ -144,6 +157,33 @@ def image_set_ready(
     return _entry(bus, IMAGE_SET_READY, detail, [])
 
 
+def thumbnail_rendered(
+    *,
+    bus: str,
+    datastore_id: str,
+    image_set_id: str,
+    bucket: str,
+    thumbnail_key: str,
+    sidecar_key: str,
+    contact_sheet_keys: Sequence[str],
+    width: int,
+    height: int,
+    image_set_arn: str | None = None,
+) -> dict[str, Any]:
+    """The ``PutEvents`` entry announcing an image set's thumbnail (and contact sheets) in S3."""
+    detail = {
+        "datastoreId": datastore_id,
+        "imageSetId": image_set_id,
+        "bucket": bucket,
+        "thumbnailKey": thumbnail_key,
+        "width": width,
+        "height": height,
+        "sidecarKey": sidecar_key,
+        "contactSheetKeys": list(contact_sheet_keys),
+    }
+    return _entry(bus, THUMBNAIL_RENDERED, detail, [image_set_arn] if image_set_arn else [])
+
+
 class PublishError(RuntimeError):
     """Some entries could still not be put after every attempt; ``codes`` counts their error codes."""
 
@@ -219,3 +259,43 @@ class EventBusGateway:
         if total_failed:
             raise PublishError(total_failed, failed)
         return len(entries)
+
+
+class ReadyEventError(ValueError):
+    """A message that is not an "Image Set Ready" event (a poison message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyEvent:
+    datastore_id: str
+    image_set_id: str
+    detail: Mapping[str, Any]
+
+
+def parse_ready_event(body: Any) -> ReadyEvent:
+    """The "Image Set Ready" event in an SQS message body.
+
+    Raises
+    ------
+    ReadyEventError
+        For anything else.
+    """
+    if isinstance(body, str | bytes):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            raise ReadyEventError("the message is not JSON") from None
+    if (
+        not isinstance(body, Mapping)
+        or body.get("source") != SOURCE
+        or body.get("detail-type") != IMAGE_SET_READY
+    ):
+        raise ReadyEventError("the message is not an Image Set Ready event")
+    detail = body.get("detail")
+    if not isinstance(detail, Mapping):
+        raise ReadyEventError("the event has no detail object")
+    datastore_id, image_set_id = detail.get("datastoreId"), detail.get("imageSetId")
+    for name, value in (("datastoreId", datastore_id), ("imageSetId", image_set_id)):
+        if not isinstance(value, str) or len(value) != 32 or not value.isalnum():
+            raise ReadyEventError(f"detail.{name} is missing or not an id")
+    return ReadyEvent(str(datastore_id), str(image_set_id), dict(detail))

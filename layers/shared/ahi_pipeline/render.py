@@ -28,7 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "COLOUR",
     "DEFAULT_SIZE",
+    "MONOCHROME",
     "FrameDescription",
     "RenderError",
     "area_resize",

@@ -24,10 +24,12 @@ __all__ = [
     "Settings",
     "SettingsError",
     "TagSettings",
+    "ThumbnailSettings",
     "current_completion_settings",
     "current_deid_settings",
     "current_settings",
     "current_tag_settings",
+    "current_thumbnail_settings",
 ]
 
 #: Service limits of one import job (platform spec §7.2): 5,000 files, 10 GB, 4 GB a file.
@@ -578,3 +580,78 @@ class TagSettings:
 def current_tag_settings() -> TagSettings:
     """The tagging stage's settings, read from ``os.environ`` on first use."""
     return TagSettings.from_env()
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbnailSettings:
+    """What RenderThumbnail needs to know about its stack.
+
+    Attributes
+    ----------
+    size
+        ``THUMBNAIL_SIZE``: the longest side of a thumbnail, in pixels (32 to 2048); contact-sheet
+        tiles are half as large (at least 32).
+    prefix
+        ``THUMBNAILS_PREFIX``: where thumbnails go in the output bucket
+        (``<prefix><datastoreId>/<imageSetId>/…``).
+    """
+
+    datastore_id: str
+    output_bucket: str
+    event_bus_name: str
+    size: int = 256
+    prefix: str = "thumbnails/"
+
+    def __post_init__(self) -> None:
+        problems = _resource_problems(
+            self.datastore_id,
+            buckets={"OUTPUT_BUCKET": self.output_bucket},
+            tables={},
+            event_bus=self.event_bus_name,
+        )
+        if not 32 <= self.size <= 2048:
+            problems.append(f"THUMBNAIL_SIZE must be 32 to 2048 pixels; got {self.size}")
+        problem = _prefix_problem("THUMBNAILS_PREFIX", self.prefix)
+        if problem:
+            problems.append(problem)
+        if problems:
+            raise SettingsError("RenderThumbnail", problems)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ThumbnailSettings:
+        """Settings from ``environ`` (default ``os.environ``).
+
+        Raises
+        ------
+        SettingsError
+            Listing every missing or invalid variable.
+        """
+        env = _Environment(environ)
+        values = {
+            "datastore_id": env.text("DATASTORE_ID"),
+            "output_bucket": env.text("OUTPUT_BUCKET"),
+            "event_bus_name": env.text("EVENT_BUS_NAME"),
+            "prefix": env.text("THUMBNAILS_PREFIX", "thumbnails/"),
+        }
+        size = env.number("THUMBNAIL_SIZE", 256)
+
+        def build() -> ThumbnailSettings:
+            return cls(**values, size=size)
+
+        _every_problem("RenderThumbnail", build, env.problems)
+        return build()
+
+    @property
+    def tile_size(self) -> int:
+        """The longest side of a contact-sheet tile."""
+        return max(32, self.size // 2)
+
+    def folder(self, datastore_id: str, image_set_id: str) -> str:
+        """``thumbnails/<datastoreId>/<imageSetId>/``."""
+        return f"{self.prefix}{datastore_id}/{image_set_id}/"
+
+
+@per_environment
+def current_thumbnail_settings() -> ThumbnailSettings:
+    """The thumbnail stage's settings, read from ``os.environ`` on first use."""
+    return ThumbnailSettings.from_env()

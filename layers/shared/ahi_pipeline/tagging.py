@@ -14,8 +14,6 @@ botocore's adaptive retry mode backs off when it throttles.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,7 +25,7 @@ from ahi_pipeline.deid_plan import identifying_values
 from ahi_pipeline.deid_profile import load_profile
 from ahi_pipeline.image_set_gateway import ImageSetGateway
 from ahi_pipeline.observability import count, logger, tracer
-from ahi_pipeline.pipeline_events import IMAGE_SET_READY, SOURCE
+from ahi_pipeline.pipeline_events import ReadyEvent, ReadyEventError, parse_ready_event
 from ahi_pipeline.runtime import per_environment
 from ahi_pipeline.settings import TagSettings, current_tag_settings
 from ahi_pipeline.tag_rules import DEFAULT_RULES, compute_tags, computed_keys, guard, merge, parse_rules
@@ -44,46 +42,6 @@ class Metric:
     IMAGE_SETS_TAGGED: Final = "ImageSetsTagged"
     TAGS_DROPPED_PHI: Final = "TagsDroppedAsIdentifying"
     TAGS_OVER_LIMIT: Final = "TagsOverLimit"
-
-
-class ReadyEventError(ValueError):
-    """A message that is not an "Image Set Ready" event (a poison message)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadyEvent:
-    datastore_id: str
-    image_set_id: str
-    detail: Mapping[str, Any]
-
-
-def parse_ready_event(body: Any) -> ReadyEvent:
-    """The "Image Set Ready" event in an SQS message body.
-
-    Raises
-    ------
-    ReadyEventError
-        For anything else.
-    """
-    if isinstance(body, str | bytes):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise ReadyEventError("the message is not JSON") from None
-    if (
-        not isinstance(body, Mapping)
-        or body.get("source") != SOURCE
-        or body.get("detail-type") != IMAGE_SET_READY
-    ):
-        raise ReadyEventError("the message is not an Image Set Ready event")
-    detail = body.get("detail")
-    if not isinstance(detail, Mapping):
-        raise ReadyEventError("the event has no detail object")
-    datastore_id, image_set_id = detail.get("datastoreId"), detail.get("imageSetId")
-    for name, value in (("datastoreId", datastore_id), ("imageSetId", image_set_id)):
-        if not isinstance(value, str) or len(value) != 32 or not value.isalnum():
-            raise ReadyEventError(f"detail.{name} is missing or not an id")
-    return ReadyEvent(str(datastore_id), str(image_set_id), dict(detail))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@ range as the service's checksums assume (OpenJPH wraps them).  :func:`verify_lev
 level's CRC32 against ``PixelDataChecksumFromBaseToFullResolution``; a mismatch raises.
 :func:`thumbnail` renders it (:mod:`ahi_pipeline.render`) and encodes a PNG.
 
+:func:`decode_frame` does all of that for one frame in whatever syntax the service stored it: the
+instance's ``StoredTransferSyntaxUID`` (absent or null: HTJ2K lossless RPCL).  HTJ2K and JPEG 2000
+frames are read as far as the level needs and decoded at that level; frames the service keeps as they
+were uploaded (JPEG baseline and extended, JPEG lossless, JPEG-LS, uncompressed) are read whole and
+decoded with their own codec, then resized.  A level the metadata has a checksum for is always checked.
+
 numpy and imagecodecs come from the imaging layer; they are imported only when a frame is decoded.
 """
 
@@ -30,9 +36,13 @@ from ahi_pipeline.htj2k_prefix import (
 from ahi_pipeline.render import DEFAULT_SIZE, FrameDescription, render
 
 __all__ = [
+    "HTJ2K_LOSSLESS_RPCL",
     "ChecksumMismatch",
+    "DecodedFrame",
     "FramePrefix",
     "Thumbnail",
+    "UnsupportedFrame",
+    "decode_frame",
     "decode_level",
     "read_prefix",
     "thumbnail",
@@ -47,6 +57,36 @@ CHUNK: Final = 64 * 1024
 class Readable(Protocol):
     def read(self, size: int = -1) -> bytes: ...
     def close(self) -> None: ...
+
+
+#: What the service stores a frame as unless the instance's ``StoredTransferSyntaxUID`` says otherwise.
+HTJ2K_LOSSLESS_RPCL: Final = "1.2.840.10008.1.2.4.202"
+#: Codestreams read as far as the level needs and decoded with resolutions discarded.
+_JPEG2000: Final = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        HTJ2K_LOSSLESS_RPCL,
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+#: Frames read whole and decoded by their own codec (imagecodecs' function name).
+_WHOLE_FRAME_CODECS: Final = {
+    "1.2.840.10008.1.2.4.50": "jpeg8_decode",
+    "1.2.840.10008.1.2.4.51": "jpeg8_decode",
+    "1.2.840.10008.1.2.4.57": "ljpeg_decode",
+    "1.2.840.10008.1.2.4.70": "ljpeg_decode",
+    "1.2.840.10008.1.2.4.80": "jpegls_decode",
+    "1.2.840.10008.1.2.4.81": "jpegls_decode",
+}
+_NATIVE: Final = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+)
+
+
+class UnsupportedFrame(ValueError):  # noqa: N818 - reads as what it is
+    """A frame in a transfer syntax (or layout) the thumbnails cannot decode."""
 
 
 class ChecksumMismatch(ValueError):  # noqa: N818 - the service's own word for it
@@ -110,15 +150,16 @@ def decode_level(prefix: FramePrefix) -> Any:
     return imagecodecs.jpeg2k_decode(prefix.codestream, skipres=prefix.reduce or None)
 
 
-def verify_level(pixels: Any, frame: Mapping[str, Any]) -> int:
+def verify_level(pixels: Any, frame: Mapping[str, Any], *, required: bool = True) -> int | None:
     """The CRC32 of the decoded level, checked against the metadata's checksum of that level.
 
     Samples are hashed as the service does: interleaved, little-endian, ``ceil(precision / 8)`` bytes.
+    ``None`` when the metadata has no checksum for a level of that size and ``required`` is false.
 
     Raises
     ------
     ChecksumMismatch
-        When the metadata has no checksum for a level of that size, or a different one.
+        When the metadata has a different checksum for the level, or none and ``required`` is true.
     """
     import numpy as np  # noqa: PLC0415 - from the imaging layer
 
@@ -135,6 +176,8 @@ def verify_level(pixels: Any, frame: Mapping[str, Any]) -> int:
     data = np.ascontiguousarray(pixels)
     if data.dtype.byteorder == ">":
         data = data.byteswap().view(data.dtype.newbyteorder("<"))
+    if expected is None and not required:
+        return None
     actual = zlib.crc32(data) & 0xFFFFFFFF
     if expected is None:
         raise ChecksumMismatch(f"the metadata has no checksum for a {width}×{height} level")
@@ -167,3 +210,126 @@ def thumbnail(pixels: Any, dicom: Mapping[str, Any], longest_side: int = DEFAULT
         window=rendered.window,
         window_source=rendered.window_source,
     )
+
+
+# ---------------------------------------------------------------------- any stored syntax
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A frame decoded at the level a thumbnail needs, and what it cost (for the sidecar)."""
+
+    pixels: Any
+    transfer_syntax: str
+    #: Resolutions discarded (JPEG 2000 family), 0 for frames decoded whole.
+    reduce: int
+    full_size: tuple[int, int]
+    bytes_read: int
+    complete: bool
+    #: The verified CRC32 of the decoded level; None when the metadata has none for it.
+    checksum: int | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+
+def stored_transfer_syntax(instance: Mapping[str, Any]) -> str:
+    """An instance's ``StoredTransferSyntaxUID`` (absent or null: HTJ2K lossless RPCL)."""
+    value = instance.get("StoredTransferSyntaxUID")
+    return str(value).strip() if value else HTJ2K_LOSSLESS_RPCL
+
+
+def _read_all(body: Readable) -> bytes:
+    try:
+        return body.read()
+    finally:
+        body.close()
+
+
+def decode_frame(
+    body: Readable,
+    frame: Mapping[str, Any],
+    dicom: Mapping[str, Any],
+    *,
+    transfer_syntax: str = HTJ2K_LOSSLESS_RPCL,
+    longest_side: int = DEFAULT_SIZE,
+) -> DecodedFrame:
+    """Read and decode a GetImageFrame stream at the smallest level of at least ``longest_side`` pixels.
+
+    ``frame`` is the frame's entry of the metadata (its checksums), ``dicom`` the instance's attributes
+    (size and layout of frames read whole).  The stream is closed.
+
+    Raises
+    ------
+    CodestreamError
+        A JPEG 2000 frame that is truncated or malformed.
+    ChecksumMismatch
+        The decoded level does not match the metadata's checksum (always required for HTJ2K lossless).
+    UnsupportedFrame
+        A transfer syntax the thumbnails cannot decode, or a frame its codec rejects.
+    """
+    if transfer_syntax in _JPEG2000:
+        prefix = read_prefix(body, longest_side)
+        try:
+            pixels = decode_level(prefix)
+        except RuntimeError as error:  # imagecodecs.Jpeg2kError
+            raise CodestreamError(f"the frame does not decode: {error}") from None
+        checksum = verify_level(pixels, frame, required=transfer_syntax == HTJ2K_LOSSLESS_RPCL)
+        return DecodedFrame(
+            pixels,
+            transfer_syntax,
+            prefix.reduce,
+            (prefix.header.width, prefix.header.height),
+            prefix.bytes_read,
+            prefix.complete,
+            checksum,
+        )
+    if transfer_syntax in _WHOLE_FRAME_CODECS:
+        import imagecodecs  # noqa: PLC0415 - from the imaging layer
+
+        data = _read_all(body)
+        try:
+            pixels = getattr(imagecodecs, _WHOLE_FRAME_CODECS[transfer_syntax])(data)
+        except (RuntimeError, ValueError) as error:  # each codec has its own RuntimeError subclass
+            raise UnsupportedFrame(f"the {transfer_syntax} frame does not decode: {error}") from None
+    elif transfer_syntax in _NATIVE:
+        data = _read_all(body)
+        pixels = _native(data, dicom, big_endian=transfer_syntax == "1.2.840.10008.1.2.2")
+    else:
+        body.close()
+        raise UnsupportedFrame(f"frames stored as {transfer_syntax} are not supported")
+    checksum = verify_level(pixels, frame, required=False)
+    full = (int(pixels.shape[1]), int(pixels.shape[0]))
+    return DecodedFrame(pixels, transfer_syntax, 0, full, len(data), True, checksum)
+
+
+def _native(data: bytes, dicom: Mapping[str, Any], *, big_endian: bool) -> Any:
+    """An uncompressed frame as an array: BitsAllocated 1 (packed, LSB first), 8, 16 or 32."""
+    import numpy as np  # noqa: PLC0415 - from the imaging layer
+
+    try:
+        rows, columns = int(dicom["Rows"]), int(dicom["Columns"])
+        samples = int(dicom.get("SamplesPerPixel") or 1)
+        bits = int(dicom.get("BitsAllocated") or 8)
+    except (KeyError, TypeError, ValueError):
+        raise UnsupportedFrame("an uncompressed frame without Rows, Columns or BitsAllocated") from None
+    count = rows * columns * samples
+    if bits == 1:
+        unpacked = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        if unpacked.size < count:
+            raise UnsupportedFrame(f"the uncompressed frame has {len(data)} bytes, {count} bits expected")
+        return unpacked[:count].reshape(rows, columns) * np.uint8(255)
+    dtypes = {8: np.uint8, 16: np.uint16, 32: np.uint32}
+    if bits not in dtypes:
+        raise UnsupportedFrame(f"uncompressed frames of {bits} bits allocated are not supported")
+    dtype = np.dtype(dtypes[bits]).newbyteorder(">" if big_endian else "<")
+    if len(data) < count * dtype.itemsize:
+        raise UnsupportedFrame(
+            f"the uncompressed frame has {len(data)} bytes, {count * dtype.itemsize} expected"
+        )
+    values = np.frombuffer(data, dtype, count).astype(dtype.newbyteorder("="))
+    planar = samples > 1 and int(dicom.get("PlanarConfiguration") or 0) == 1
+    if samples == 1:
+        return values.reshape(rows, columns)
+    if planar:
+        return values.reshape(samples, rows, columns).transpose(1, 2, 0)
+    return values.reshape(rows, columns, samples)
