@@ -24,7 +24,7 @@ PYTHON ?= $(shell \
 EMULATOR_PORT ?= 4567
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv demo test test-unit test-emulator lint format typecheck emulator bench lock clean
+.PHONY: help venv browser demo test test-unit test-emulator lint format typecheck emulator bench lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,7 +42,21 @@ venv: $(STAMP)  ## Create the virtual environment from the lock file
 demo: $(STAMP)  ## Run the end-to-end scenario on bundled sample DICOM (local, offline)
 	$(BIN)/python -m local.demo $(if $(DICOM_DIR),--dicom-dir "$(DICOM_DIR)")
 
-test: $(STAMP)  ## Lint, type-check and run every test
+# The browser test (tests/e2e/test_demo.py) opens the demo's contact page in Debian's headless Chromium,
+# driven by its ChromeDriver through selenium: installed here when missing (apt-get; sudo unless root).
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:  ## Install Chromium and ChromeDriver (Debian packages) for the browser test
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then :; else \
+	  echo "Installing chromium and chromium-driver (apt-get)"; \
+	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+	@"$(CHROMIUM)" --version && "$(CHROMEDRIVER)" --version
+
+test: $(STAMP) browser  ## Lint, type-check and run every test
 	$(MAKE) --no-print-directory lint typecheck
 	$(MAKE) --no-print-directory template
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
@@ -123,14 +137,20 @@ $(TOOLS_STAMP): $(TOOLS_LOCK)
 
 tools: $(TOOLS_STAMP)  ## Install cfn-lint and aws-sam-cli into .venv-tools from requirements/tools.lock
 
+# SAM does not tell a makefile build (the imaging layer) its architecture: layers/imaging/Makefile builds
+# for IMAGING_ARCH, which `make template` sets to the template's default Architecture.  The import
+# check sets the host's for its host build, and runs the layer's own test there.
+TEMPLATE_ARCHITECTURE = $(shell sed -n '/^  Architecture:/,/^  [A-Za-z]/s/^ *Default: *//p' template.yaml)
+
 template: $(TOOLS_STAMP)  ## cfn-lint, sam validate --lint, sam build, and every built function imports on python3.12
 	@test -n "$(LAMBDA_PYTHON)" || { echo "python3.12 (the Lambda runtime) not found; set LAMBDA_PYTHON=..." >&2; exit 1; }
+	@test -n "$(TEMPLATE_ARCHITECTURE)" || { echo "no default Architecture in template.yaml" >&2; exit 1; }
 	$(TOOLS_BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --region us-east-1
-	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" $(SAM) build --cached --parallel
+	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" IMAGING_ARCH=$(TEMPLATE_ARCHITECTURE) $(SAM) build --cached --parallel
 	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(TOOLS_BIN)/python tools/check_lambda_imports.py \
 	    --python $(LAMBDA_PYTHON) --runtime-dir $(LAMBDA_RUNTIME_DIR) --env-vars events/env.json \
-	    --sam $(TOOLS_BIN)/sam
+	    --sam $(TOOLS_BIN)/sam --layer-test ImagingLayer=layers/imaging/selftest.py
 
 lock-tools: $(TOOLS_STAMP)  ## Re-resolve requirements/tools.in into requirements/tools.lock
 	$(TOOLS_BIN)/python -m pip install --quiet --upgrade -r requirements/tools.in

@@ -20,7 +20,8 @@ def phantom(size: int, index: int, rng: np.random.Generator) -> np.ndarray:
     image[((x + 0.3) / 0.2) ** 2 + ((y + shift) / 0.25) ** 2 < 1] = -800
     image[(x / 0.08) ** 2 + ((y - 0.45) / 0.08) ** 2 < 1] = 1200
     image += rng.normal(0, 12, image.shape)
-    return np.clip(image + 1024, 0, 4095).astype(np.uint16)
+    stored: np.ndarray = np.clip(image + 1024, 0, 4095).astype(np.uint16)
+    return stored
 
 
 def ct_series(count: int, size: int = 512, seed: int = 7) -> list[bytes]:
