@@ -10,6 +10,11 @@
    ImportCompleted does: ≥ 20,000 lines per second and < 20 MB of memory growth.
 4. De-identification (``bench.deid``).  Planning a 2,000-instance series takes < 1 s; the HealthImaging
    calls of one 300-instance CT series' de-identification, next to the minimum the service allows.
+5. Thumbnails (``bench.thumbnails``).  A 256-px thumbnail of a 2048² and a 4096² 16-bit frame and of a
+   512² CT slice: the prefix read + reduced decode against the guide's sample (pylibjpeg-openjpeg full
+   decode, then resize): ≥ 20×, ≥ 50×, ≥ 2× faster; ≤ 15% of the 2048² frame read.
+6. The imaging layer (``bench.imaging_layer``).  Its unzipped size per architecture (≤ 40 MB) and the
+   RenderThumbnail handler's cold import against ``import boto3, numpy`` (≤ 1.5×).
 
 Runs alternate (floor, import, floor, import, …) and the best of each is kept, so background noise hits
 both sides alike.  Prints ratios; exits non-zero when a target is missed.
@@ -37,7 +42,7 @@ import numpy as np
 import pydicom
 from botocore.config import Config
 
-from bench import completion, deid, ingest
+from bench import completion, deid, imaging_layer, ingest, thumbnails
 from bench.processes import free_port, process
 from bench.synthetic import ct_series
 from emulator import imaging
@@ -232,7 +237,10 @@ def main() -> int:
     parser.add_argument(
         "--file-size", type=int, default=256, help="rows = columns of the memory test's files"
     )
-    parser.add_argument("--only", choices=("throughput", "memory", "ingest", "completion", "deid"))
+    parser.add_argument(
+        "--only",
+        choices=("throughput", "memory", "ingest", "completion", "deid", "thumbnails", "imaging-layer"),
+    )
     args = parser.parse_args()
     results = []
     if args.only in (None, "throughput"):
@@ -247,6 +255,10 @@ def main() -> int:
     if args.only in (None, "deid"):
         results.append(deid.bench_planning())
         results.append(deid.bench_calls())
+    if args.only in (None, "thumbnails"):
+        results.append(thumbnails.bench_thumbnails())
+    if args.only in (None, "imaging-layer"):
+        results.append(imaging_layer.run())
     return 0 if all(results) else 1
 
 

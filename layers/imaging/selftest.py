@@ -34,8 +34,9 @@ HTJ2K_16X16 = base64.b64decode(
 
 
 def image(rows: int = 48, columns: int = 64, bits: int = 12) -> npt.NDArray[np.uint16]:
-    y, x = np.mgrid[0:rows, 0:columns]
-    return ((x * 37 + y * 101 + x * y) % (1 << bits)).astype(np.uint16)
+    y, x = np.indices((rows, columns), dtype=np.uint32)
+    pixels: npt.NDArray[np.uint16] = ((x * 37 + y * 101 + x * y) % (1 << bits)).astype(np.uint16)
+    return pixels
 
 
 def check_numpy() -> None:
