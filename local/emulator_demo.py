@@ -33,6 +33,11 @@ from emulator.config import EmulatorConfig
 from emulator.server import Emulator
 from local.samples import sample_paths
 
+#: What the service stores frames as unless an instance's StoredTransferSyntaxUID says otherwise.
+HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
+#: File suffixes of the frames the service keeps as uploaded, by GetImageFrame's content type.
+SUFFIXES = {"image/jpeg": ".jpg", "image/j2c": ".j2c", "image/jphc": ".jhc"}
+
 __all__ = ["main", "run", "sample_paths"]
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/ImportJobDataAccessRole"
@@ -166,7 +171,7 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
 
     say = step("Read metadata and fetch every frame; decode and verify")
     sources = {name: path for name, path in sample_paths()}
-    checked = frames_total = 0
+    checked = frames_total = kept = 0
     output_dir.mkdir(parents=True, exist_ok=True)
     for item in found:
         image_set_id = item["imageSetId"]
@@ -176,6 +181,7 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
         for sop_uid, instance in series["Instances"].items():
             frames = instance.get("ImageFrames") or []
             source = _source_pixels(sources, sop_uid)
+            stored = instance.get("StoredTransferSyntaxUID") or HTJ2K_LOSSLESS_RPCL
             for index, frame in enumerate(frames):
                 body = ahi.get_image_frame(
                     datastoreId=datastore_id,
@@ -183,6 +189,17 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
                     imageFrameInformation={"imageFrameId": frame["ID"]},
                 )
                 encoded = body["imageFrameBlob"].read()
+                if stored != HTJ2K_LOSSLESS_RPCL:
+                    # Kept as uploaded (lossy JPEG, JPEG 2000, HTJ2K): no transcoding, no checksums.
+                    kept += 1
+                    if index == 0:
+                        say(
+                            f"{image_set_id} frame {frame['ID'][:8]}…: {body['contentType']}, "
+                            f"{len(encoded):,} bytes, kept as uploaded ({stored})"
+                        )
+                        suffix = SUFFIXES.get(str(body["contentType"]), ".bin")
+                        (output_dir / f"{image_set_id}-{frame['ID']}{suffix}").write_bytes(encoded)
+                    continue
                 pixels = imagecodecs.htj2k_decode(encoded)
                 full = max(
                     frame["PixelDataChecksumFromBaseToFullResolution"], key=lambda level: level["Width"]
@@ -222,7 +239,10 @@ def scenario(emulator: Emulator, moto_url: str, output_dir: Path) -> int:  # noq
         f"{summary['numberOfImportedFiles']} of {summary['numberOfScannedFiles']} files imported into "
         f"{len(found)} image sets; {len(failures.splitlines())} file(s) reported with a reason"
     )
-    say(f"{checked} of {frames_total} frames decoded bit-identical to the source and matched their CRC32")
+    say(
+        f"{checked} of {frames_total} HTJ2K frames decoded bit-identical to the source and matched their "
+        f"CRC32; {kept} frame(s) kept as uploaded"
+    )
     say(f"HTJ2K frames written to {output_dir}/")
     return 0 if checked == frames_total and summary["numberOfImportedFiles"] == len(samples) else 1
 

@@ -27,6 +27,14 @@ The GetImageFrame content types come from botocore's model of ``GetImageFrameRes
 ``image/jph`` for .202 or a missing stored syntax, ``image/jpeg`` for .50, ``image/j2c`` for .91,
 ``image/jphc`` for .203, ``application/octet-stream`` for 1.2.840.10008.1.2.1.
 
+Not documented, so decided here: a kept frame is the file's encapsulated frame byte for byte (its
+fragments joined, DICOM's even-length padding included); its ``ImageFrames`` entry has no
+``PixelDataChecksumFromBaseToFullResolution`` (pixel data verification is about transcoding, platform
+§6.6, and nothing is transcoded; the reduced levels of a lossy codestream depend on the decoder), while
+``MinPixelValue``, ``MaxPixelValue`` and ``FrameSizeInBytes`` come from pydicom's decoding of the frame,
+as for transcoded frames.  A real response also carries ``"ChecksumType": "DECOMPRESSED"`` beside
+``StoredTransferSyntaxUID``; no page explains it, so the emulator does not write it.
+
 The page newer still (its ``.md`` edition) adds data stores created with ``losslessStorageFormat``
 ``JPEG_2000_LOSSLESS``; the emulator refuses that option, so HTJ2K is the only lossless store format.
 """

@@ -72,3 +72,11 @@ def test_the_documented_command_line_parses() -> None:
         ".emulator",
         True,
     )
+
+
+def test_frames_keep_their_original_encoding_unless_told_otherwise() -> None:
+    # Given the command line with and without --no-retain-original-encoding
+    # When parsing it
+    # Then the service's behaviour (keep JPEG Baseline, JPEG 2000, HTJ2K frames) is the default
+    assert parse_args([]).retain_original_encoding is True
+    assert parse_args(["--no-retain-original-encoding"]).retain_original_encoding is False

@@ -1,9 +1,11 @@
 """Import every file pydicom bundles (its test files and the pydicom-data package) and check the frames.
 
-For each file that imports, every stored HTJ2K frame must decode, with OpenJPH (imagecodecs) and with
-OpenJPEG (pylibjpeg-openjpeg), to exactly the samples pydicom's ``pixel_array`` gives for that frame,
-and every resolution level must decode to samples whose CRC-32 is the level's metadata checksum.  The
-files that must not import are listed below with the exception type and the reason.
+Transcoding every frame (``retain_original_encoding=False``), for each file that imports, every stored
+HTJ2K frame must decode, with OpenJPH (imagecodecs) and with OpenJPEG (pylibjpeg-openjpeg), to exactly
+the samples pydicom's ``pixel_array`` gives for that frame, and every resolution level must decode to
+samples whose CRC-32 is the level's metadata checksum.  The files that must not import are listed below
+with the exception type and the reason.  With the service's behaviour (the default), the JPEG Baseline,
+JPEG 2000 and HTJ2K files keep their encapsulated frames byte for byte instead.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ import numpy as np
 import openjpeg
 import pydicom
 import pytest
+from pydicom.encaps import generate_frames
 
-from emulator.imaging import ImportedInstance, ImportFileError, htj2k, import_instance
+from emulator.imaging import (
+    HTJ2K_LOSSLESS_RPCL,
+    RETAINED_TRANSFER_SYNTAXES,
+    ImportedInstance,
+    ImportFileError,
+    htj2k,
+    import_instance,
+)
 from tests.unit import openjpeg_reduced
 from tests.unit.pydicom_files import bundled_files, short_name, testdata_files
 
@@ -163,7 +173,7 @@ def _check_levels(
 
 
 def _import(path: str, store: FrameStore) -> ImportedInstance:
-    return import_instance(path, short_name(path), store)
+    return import_instance(path, short_name(path), store, retain_original_encoding=False)
 
 
 @pytest.mark.parametrize("path", bundled_files(), ids=short_name)
@@ -194,6 +204,7 @@ def test_bundled_file(path: str) -> None:
     if "PixelData" not in ds:
         assert "ImageFrames" not in document
         return
+    assert document["StoredTransferSyntaxUID"] == HTJ2K_LOSSLESS_RPCL
     references = _reference_frames(ds)
     assert len(document["ImageFrames"]) == len(references)
     for entry, reference in zip(document["ImageFrames"], references, strict=True):
@@ -219,6 +230,41 @@ def test_bundled_file(path: str) -> None:
         )
         assert entry["FrameSizeInBytes"] == by_openjph.nbytes
         _check_levels(codestream, entry, reference, int(ds.BitsStored))
+
+
+def _retained_files() -> list[str]:
+    """The importable files in a syntax the service keeps in its original encoding."""
+    return [
+        path
+        for path in bundled_files()
+        if short_name(path) not in EXPECTED_FAILURES
+        and str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        in RETAINED_TRANSFER_SYNTAXES
+    ]
+
+
+@pytest.mark.parametrize("path", _retained_files(), ids=short_name)
+def test_bundled_file_kept_in_its_original_encoding(path: str) -> None:
+    # Given a JPEG Baseline, JPEG 2000 or HTJ2K file that imports
+    store = FrameStore()
+    ds = pydicom.dcmread(path)
+    transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    references = _reference_frames(ds)
+    originals = list(generate_frames(ds.PixelData, number_of_frames=len(references)))
+
+    # When importing it as the service does
+    document = import_instance(path, short_name(path), store).instance_document()
+
+    # Then its frames are the file's encoded frames, in order, without resolution checksums
+    assert document["StoredTransferSyntaxUID"] == transfer_syntax
+    assert [store.frames[entry["ID"]] for entry in document["ImageFrames"]] == originals
+    for entry, reference in zip(document["ImageFrames"], references, strict=True):
+        assert "PixelDataChecksumFromBaseToFullResolution" not in entry
+        assert (entry["MinPixelValue"], entry["MaxPixelValue"]) == (
+            int(reference.min()),
+            int(reference.max()),
+        )
+        assert entry["FrameSizeInBytes"] == reference.nbytes
 
 
 def test_every_listed_file_exists() -> None:

@@ -150,7 +150,8 @@ def test_the_instance_document_has_dicom_vrs_and_image_frames() -> None:
     document = instance.instance_document()
 
     # Then it holds its instance-level attributes, the VR map and one entry per frame
-    assert set(document) == {"DICOM", "DICOMVRs", "ImageFrames"}
+    assert set(document) == {"DICOM", "DICOMVRs", "ImageFrames", "StoredTransferSyntaxUID"}
+    assert document["StoredTransferSyntaxUID"] == "1.2.840.10008.1.2.4.202"  # transcoded to HTJ2K
     assert "PatientName" not in document["DICOM"]
     assert document["DICOMVRs"] == {"PixelData": "OW"}
     assert document["ImageFrames"] == [instance.frames[0].as_metadata()]
