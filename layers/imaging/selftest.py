@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 #: Codecs the thumbnails use (imagecodecs attribute → available).
-KEPT = ("JPEG2K", "JPEG8", "LJPEG", "JPEGLS", "PNG")
+KEPT = ("JPEG2K", "HTJ2K", "JPEG8", "LJPEG", "JPEGLS", "PNG")
 #: A few of the codecs the layer leaves out.
-TRIMMED = ("HTJ2K", "WEBP", "AVIF", "JPEGXL", "TIFF", "ZSTD", "PACKBITS")
-#: ``image(16, 16)`` as lossless HTJ2K (OpenJPH's ``htj2k_encode``, which the layer does not carry).
+TRIMMED = ("WEBP", "AVIF", "JPEGXL", "TIFF", "ZSTD", "PACKBITS")
+#: ``image(16, 16)`` as lossless HTJ2K (OpenJPH's ``htj2k_encode``), as the service stores frames.
 HTJ2K_16X16 = base64.b64decode(
     "/0//UQApQAAAAAAQAAAAEAAAAAAAAAAAAAAAEAAAABAAAAAAAAAAAAABDwEB/1AACAACAAAACv9SAAwAAgABAAUEBEAB/1wA"
     "EyCIkJCQkJCQkJCQkJCQiIiI/2QAFwABT3BlbkpQSCBWZXIgMC4zMi4wLv+QAAoAAAAAAKQAAf+TwAAm5/oFB3QAAMAAE0AA"
@@ -72,6 +72,10 @@ def check_codecs() -> None:
     # OpenJPEG decodes HTJ2K too, as the thumbnails decode the service's frames.
     assert np.array_equal(imagecodecs.jpeg2k_decode(HTJ2K_16X16), image(16, 16))
     assert imagecodecs.jpeg2k_decode(HTJ2K_16X16, skipres=1).shape == (8, 8)
+    # OpenJPH, for the frames of 32-bit samples OpenJPEG refuses.
+    assert np.array_equal(imagecodecs.htj2k_decode(HTJ2K_16X16), image(16, 16))
+    wide = np.arange(64, dtype=np.uint32).reshape(8, 8) * np.uint32(50_000_000)
+    assert np.array_equal(imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(wide)), wide)
 
     jpegls = imagecodecs.jpegls_encode(pixels)
     assert np.array_equal(imagecodecs.jpegls_decode(jpegls), pixels)

@@ -26,9 +26,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-#: imagecodecs codecs the thumbnails decode (and encode: PNG) - ahi_pipeline.thumbnails.  Not ``htj2k``
-#: (OpenJPH, 0.8 MB with its library): OpenJPEG's ``jpeg2k_decode`` decodes HTJ2K as well.
-CODECS = ("jpeg2k", "jpeg8", "ljpeg", "jpegls", "png")
+#: imagecodecs codecs the thumbnails decode (and encode: PNG) - ahi_pipeline.thumbnails.  OpenJPEG's
+#: ``jpeg2k_decode`` decodes HTJ2K at every level; ``htj2k`` (OpenJPH, 0.8 MB with its library) only
+#: frames of 32-bit samples, which OpenJPEG refuses (RT Dose, 32-bit secondary captures).
+CODECS = ("jpeg2k", "htj2k", "jpeg8", "ljpeg", "jpegls", "png")
 #: imagecodecs extension modules every codec imports (``cimport`` of the shared Cython code).
 IMAGECODECS_SUPPORT = ("_shared", "_shared_cython")
 #: imagecodecs' pure-Python modules for other libraries (numcodecs, zarr) and its command line.

@@ -276,3 +276,21 @@ def test_a_poison_message_fails_alone(
     # Then only the poison message fails
     assert failed == [1]
     assert len(rendered_events(deid)) == 1
+
+
+def test_the_sample_event_of_events_runs(
+    make_deid: Callable[..., DeidStack],  # noqa: F811 - the fixture
+    emulator: Emulator,
+) -> None:
+    # Given events/render_thumbnail.json pointed at a real Ready image set of this stack
+    deid = make_deid(emulator)
+    [body] = ready_bodies(deid, {"incoming/sample/MR_small.dcm": bundled("MR_small.dcm")})
+    real = json.loads(body)["detail"]
+    with open("events/render_thumbnail.json") as handle:
+        event = json.load(handle)
+    sample = json.loads(event["Records"][0]["body"])
+    sample["detail"].update({k: real[k] for k in ("datastoreId", "imageSetId", "sourceImageSetId")})
+
+    # When RenderThumbnail handles it, then the thumbnail is written
+    assert render(deid, json.dumps(sample)) == []
+    assert f"thumbnails/{deid.datastore_id}/{real['imageSetId']}/thumbnail.png" in thumbnail_keys(deid)

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 
 from ahi_pipeline.backoff import equal_jitter
-from ahi_pipeline.deid_plan import Payload
 
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
+
+    from ahi_pipeline.deid_plan import Payload
 
 __all__ = ["FrameStream", "ImageSetConflict", "ImageSetGateway", "ImageSetProperties", "WriteFailed"]
 

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -200,21 +202,33 @@ def palette_to_rgb(indices: Array, descriptors: Sequence[Any], tables: Sequence[
     """
     channels = []
     for descriptor, table in zip(descriptors, tables, strict=True):
-        if (
-            not isinstance(descriptor, list)
-            or len(descriptor) != 3
-            or not isinstance(table, list)
-            or not table
-        ):
+        if not isinstance(descriptor, list) or len(descriptor) != 3:
             raise RenderError("PALETTE COLOR without a usable lookup table in the metadata")
         entries = int(descriptor[0]) or 65536
         first = int(descriptor[1])
-        lut = np.asarray(table, dtype=np.int64)
+        lut = _lut_values(table, entries)
+        if lut is None:
+            raise RenderError("PALETTE COLOR without a usable lookup table in the metadata")
         if len(lut) < entries:
             raise RenderError("a palette lookup table is shorter than its descriptor says")
         position = np.clip(indices.astype(np.int64) - first, 0, entries - 1)
         channels.append(lut[position])
     return np.stack(channels, axis=-1)
+
+
+def _lut_values(table: Any, entries: int) -> Array | None:
+    """LUT Data as the metadata holds it: base64 text of the OW value's little-endian bytes (one or
+    two bytes per entry, as its length says), or a list of integers; None when unusable."""
+    if isinstance(table, list) and table:
+        return np.asarray(table, dtype=np.int64)
+    if not isinstance(table, str) or not table:
+        return None
+    try:
+        data = base64.b64decode(table, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    width = 1 if len(data) < 2 * entries else 2
+    return np.frombuffer(data[: len(data) // width * width], "<u1" if width == 1 else "<u2").astype(np.int64)
 
 
 # ---------------------------------------------------------------------- resize
@@ -281,7 +295,7 @@ def render(pixels: Array, frame: FrameDescription, longest: int = DEFAULT_SIZE) 
         return Rendered(to_uint8(area_resize(unit, longest)), window, source)
     if photometric not in COLOUR:
         raise RenderError(f"photometric interpretation {photometric!r} is not supported")
-    top = float((1 << min(frame.bits_stored, 16)) - 1)
+    top = float((1 << frame.bits_stored) - 1)
     if photometric == "PALETTE COLOR":
         if frame.palette is None:
             raise RenderError("PALETTE COLOR without lookup tables in the metadata")

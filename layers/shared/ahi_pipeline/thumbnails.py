@@ -127,7 +127,7 @@ def read_prefix(body: Readable, longest_side: int = DEFAULT_SIZE) -> FramePrefix
     try:
         start = _read(body, HEADER_READ)
         header = parse_header(start)
-        reduce = choose_reduce(header, longest_side)
+        reduce = choose_reduce(header, longest_side) if _openjpeg_decodes(header) else 0
         needed = prefix_length(header, reduce)
         if needed is None:
             data = start + body.read()
@@ -147,7 +147,20 @@ def decode_level(prefix: FramePrefix) -> Any:
     """The frame at the prefix's level (OpenJPEG: reduced samples clipped to the component's range)."""
     import imagecodecs  # noqa: PLC0415 - from the imaging layer, only when decoding
 
+    if not _openjpeg_decodes(prefix.header):
+        # OpenJPEG refuses components of more than 31 bits; OpenJPH decodes them, exactly at full
+        # resolution (read_prefix asked for it: OpenJPH wraps reduced samples that overshoot)
+        return imagecodecs.htj2k_decode(prefix.codestream)
     return imagecodecs.jpeg2k_decode(prefix.codestream, skipres=prefix.reduce or None)
+
+
+#: The largest component precision OpenJPEG 2.5 decodes.
+OPENJPEG_MAX_PRECISION: Final = 31
+
+
+def _openjpeg_decodes(header: Codestream) -> bool:
+    """False for an HTJ2K codestream with a component OpenJPEG cannot decode (BitsStored 32)."""
+    return not header.htj2k or max(c.precision for c in header.components) <= OPENJPEG_MAX_PRECISION
 
 
 def verify_level(pixels: Any, frame: Mapping[str, Any], *, required: bool = True) -> int | None:
@@ -288,7 +301,14 @@ def decode_frame(
 
         data = _read_all(body)
         try:
-            pixels = getattr(imagecodecs, _WHOLE_FRAME_CODECS[transfer_syntax])(data)
+            codec = _WHOLE_FRAME_CODECS[transfer_syntax]
+            # (0028,0004) RGB: the JPEG components are not colour transformed (PS3.5 8.2.1), whatever
+            # libjpeg-turbo would guess from the markers (none, in many DICOM files: it guesses YCbCr)
+            rgb = (
+                codec == "jpeg8_decode" and str(dicom.get("PhotometricInterpretation") or "").strip() == "RGB"
+            )
+            options = {"colorspace": "RGB", "outcolorspace": "RGB"} if rgb else {}
+            pixels = getattr(imagecodecs, codec)(data, **options)
         except (RuntimeError, ValueError) as error:  # each codec has its own RuntimeError subclass
             raise UnsupportedFrame(f"the {transfer_syntax} frame does not decode: {error}") from None
     elif transfer_syntax in _NATIVE:
