@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
@@ -95,6 +97,27 @@ def test_palette_colour_maps_through_the_three_luts() -> None:
     assert rgb.tolist() == [[[0, 255, 0], [85, 170, 0]], [[170, 85, 255], [255, 0, 255]]]
     with pytest.raises(RenderError):
         palette_to_rgb(indices, [descriptor] * 3, [[0, 1], tables[1], tables[2]])
+
+
+def test_palette_lut_data_as_the_metadata_holds_it_base64_of_the_ow_value() -> None:
+    # Given the LUT data as base64 text of little-endian 16-bit words (the metadata's bulk VRs), and of
+    # bytes when the table is half as long as two bytes per entry
+    descriptor = [4, 0, 16]
+    words = np.array([0, 1000, 40000, 65535], "<u2").tobytes()
+    bytes_ = np.array([0, 10, 200, 255], "<u1").tobytes()
+    tables = [base64.b64encode(words).decode()] * 2 + [base64.b64encode(bytes_).decode()]
+    rgb = palette_to_rgb(np.array([[0, 1, 2, 3]]), [descriptor] * 3, tables)
+    assert rgb[0].tolist() == [[0, 0, 0], [1000, 1000, 10], [40000, 40000, 200], [65535, 65535, 255]]
+    # … and text that is not base64 is refused
+    with pytest.raises(RenderError, match="usable lookup table"):
+        palette_to_rgb(np.array([[0]]), [descriptor] * 3, ["not base64!", *tables[1:]])
+
+
+def test_rgb_samples_are_scaled_by_their_own_bits_stored() -> None:
+    # Given 32-bit RGB samples at the top, the middle and the bottom of their range
+    pixels = np.array([[[2**32 - 1] * 3, [2**31] * 3, [0] * 3]], np.uint32)
+    frame = FrameDescription("RGB", samples_per_pixel=3, bits_allocated=32, bits_stored=32)
+    assert render(pixels, frame, 256).image[0].tolist() == [[255] * 3, [128] * 3, [0] * 3]
 
 
 def test_area_resize_averages_exact_areas() -> None:

@@ -242,3 +242,30 @@ def test_the_thumbnail_rendered_event() -> None:
     assert detail["contactSheetKeys"] == ["thumbnails/x/contact-sheet-01.png"]
     assert (detail["width"], detail["height"], detail["schemaVersion"]) == (256, 200, 1)
     assert entry["Resources"] == ["arn:aws:medical-imaging:us-east-1:123456789012:datastore/x/imageset/y"]
+
+
+def rgb_jpeg_as_dicom_writes_it(rgb: np.ndarray) -> bytes:
+    """A JPEG of RGB samples, not colour transformed, with no Adobe marker and component ids 1, 2, 3:
+    what many DICOM writers produce, and what libjpeg would take for YCbCr."""
+    data = bytearray(imagecodecs.jpeg8_encode(rgb, level=98, colorspace="RGB", outcolorspace="RGB"))
+    assert data[2:4] == b"\xff\xee"  # APP14 "Adobe", transform 0
+    del data[2 : 4 + int.from_bytes(data[4:6], "big")]
+    sof, sos = data.index(b"\xff\xc0"), data.index(b"\xff\xda")
+    for component in range(3):
+        data[sof + 10 + 3 * component] = component + 1  # SOF: Nf at +9, then (Ci, sampling, Tq)
+        data[sos + 5 + 2 * component] = component + 1  # SOS: Ns at +4, then (Cs, Td/Ta)
+    return bytes(data)
+
+
+def test_a_jpeg_frame_whose_photometric_interpretation_is_rgb_is_not_colour_transformed() -> None:
+    y, x = np.mgrid[0:32, 0:48]
+    rgb = np.stack([(x * 5) % 256, (y * 7) % 256, ((x + y) * 3) % 256], -1).astype(np.uint8)
+    data = rgb_jpeg_as_dicom_writes_it(rgb)
+    jpeg = "1.2.840.10008.1.2.4.50"
+    as_rgb = decode_frame(Body(data), {}, {"PhotometricInterpretation": "RGB"}, transfer_syntax=jpeg)
+    assert np.abs(as_rgb.pixels.astype(int) - rgb).max() <= 2
+    # … where libjpeg's own guess (YCbCr) would shift the colours
+    guessed = decode_frame(
+        Body(data), {}, {"PhotometricInterpretation": "YBR_FULL_422"}, transfer_syntax=jpeg
+    )
+    assert np.abs(guessed.pixels.astype(int) - rgb).max() > 50
