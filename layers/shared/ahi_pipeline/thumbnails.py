@@ -116,7 +116,9 @@ def _read(body: Readable, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_prefix(body: Readable, longest_side: int = DEFAULT_SIZE) -> FramePrefix:
+def read_prefix(
+    body: Readable, longest_side: int = DEFAULT_SIZE, *, full_resolution: bool = False
+) -> FramePrefix:
     """Read what a thumbnail of ``longest_side`` pixels needs from a frame's stream, then close it.
 
     Raises
@@ -127,7 +129,8 @@ def read_prefix(body: Readable, longest_side: int = DEFAULT_SIZE) -> FramePrefix
     try:
         start = _read(body, HEADER_READ)
         header = parse_header(start)
-        reduce = choose_reduce(header, longest_side) if _openjpeg_decodes(header) else 0
+        reduced = _openjpeg_decodes(header) and not full_resolution
+        reduce = choose_reduce(header, longest_side) if reduced else 0
         needed = prefix_length(header, reduce)
         if needed is None:
             data = start + body.read()
@@ -265,8 +268,11 @@ def decode_frame(
     *,
     transfer_syntax: str = HTJ2K_LOSSLESS_RPCL,
     longest_side: int = DEFAULT_SIZE,
+    full_resolution: bool = False,
 ) -> DecodedFrame:
-    """Read and decode a GetImageFrame stream at the smallest level of at least ``longest_side`` pixels.
+    """Read and decode a GetImageFrame stream at the smallest level of at least ``longest_side`` pixels
+    (the full resolution with ``full_resolution``, and for PALETTE COLOR: a reduced level averages the
+    indices, which are labels, not intensities; the colours are looked up first, then resized).
 
     ``frame`` is the frame's entry of the metadata (its checksums), ``dicom`` the instance's attributes
     (size and layout of frames read whole).  The stream is closed.
@@ -281,7 +287,8 @@ def decode_frame(
         A transfer syntax the thumbnails cannot decode, or a frame its codec rejects.
     """
     if transfer_syntax in _JPEG2000:
-        prefix = read_prefix(body, longest_side)
+        palette = str(dicom.get("PhotometricInterpretation") or "").strip() == "PALETTE COLOR"
+        prefix = read_prefix(body, longest_side, full_resolution=full_resolution or palette)
         try:
             pixels = decode_level(prefix)
         except RuntimeError as error:  # imagecodecs.Jpeg2kError
