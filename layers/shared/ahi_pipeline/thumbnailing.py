@@ -31,7 +31,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import ahi_pipeline
@@ -140,7 +140,6 @@ class ThumbnailOutcome:
     contact_sheet_keys: tuple[str, ...] = ()
     bytes_read: int = 0
     frames: int = 0
-    calls: Mapping[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -410,5 +409,4 @@ def render_image_set(
         sheet_keys,
         bytes_read,
         len(rendered),
-        dict(imaging.calls),
     )
