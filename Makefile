@@ -51,8 +51,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:  ## Install Chromium and ChromeDriver (Debian packages) for the browser test
 	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then :; else \
 	  echo "Installing chromium and chromium-driver (apt-get)"; \
-	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	fi
 	@"$(CHROMIUM)" --version && "$(CHROMEDRIVER)" --version
 
