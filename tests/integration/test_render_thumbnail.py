@@ -9,7 +9,6 @@ short, a photometric interpretation the renderer does not know (written with Upd
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from bench.synthetic import ct_series
 from emulator.imaging.htj2k import encode, prepare_frame
 from emulator.server import Emulator
+from tests.emulator import helpers
 from tests.integration.conftest import FakeContext, failed_ids, log_lines
 from tests.integration.test_deidentify import (
     DeidStack,
@@ -237,7 +237,7 @@ def test_an_unsupported_photometric_interpretation_fails_before_any_frame_is_rea
         updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(updates).encode()}},
         force=True,
     )
-    wait_active(deid, image_set_id)
+    helpers.wait_image_set(deid.ahi, deid.datastore_id, image_set_id)
     # … and whose frame is gone: reading it would fail with another error
     _, frame_id = first_frame(deid, image_set_id)
     emulator.store.frame_path(deid.datastore_id, frame_id).unlink()
@@ -250,16 +250,6 @@ def test_an_unsupported_photometric_interpretation_fails_before_any_frame_is_rea
     assert thumbnail_keys(deid) == []
     errors = [line for line in log_lines(capsys.readouterr().out) if line.get("level") == "ERROR"]
     assert any("YBR_PARTIAL_420" in json.dumps(line) for line in errors)
-
-
-def wait_active(deid: DeidStack, image_set_id: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = deid.ahi.get_image_set(datastoreId=deid.datastore_id, imageSetId=image_set_id)
-        if state["imageSetState"] == "ACTIVE":
-            return
-        time.sleep(0.05)
-    raise AssertionError("the image set stayed locked")
 
 
 def test_a_poison_message_fails_alone(

@@ -226,9 +226,12 @@ def _series_facts(metadata: Mapping[str, Any], series_uid: str) -> dict[str, Any
 
 # ---------------------------------------------------------------------- I/O
 def _render_frame(
-    imaging: ImageSetGateway, event: ReadyEvent, metadata: Mapping[str, Any], ref: FrameRef, longest: int
+    imaging: ImageSetGateway,
+    event: ReadyEvent,
+    metadata: Mapping[str, Any],
+    job: tuple[FrameRef, FrameDescription, int],
 ) -> RenderedImage:
-    description = check_renderable(ref.dicom)
+    ref, description, longest = job
     instance = metadata["Study"]["Series"][ref.series_uid]["Instances"][ref.sop_uid]
     stream = imaging.frame(event.datastore_id, event.image_set_id, ref.frame_id)
     decoded = decode_frame(
@@ -314,12 +317,10 @@ def render_image_set(
         return ThumbnailOutcome(image_set_id, "no-frames")
     sheets = sorted(contact_sheet(metadata).items(), key=lambda item: _series_order(metadata, item[0]))
     # Every frame's photometric interpretation is checked before any frame is fetched.
-    for ref in (chosen, *(ref for _, refs in sheets for ref in refs)):
-        check_renderable(ref.dicom)
-
-    jobs = [(chosen, settings.size)] + [(ref, settings.tile_size) for _, refs in sheets for ref in refs]
+    sized = [(chosen, settings.size), *((ref, settings.tile_size) for _, refs in sheets for ref in refs)]
+    jobs = [(ref, check_renderable(ref.dicom), size) for ref, size in sized]
     with executor(workers) as pool:
-        rendered = list(pool.map(lambda job: _render_frame(imaging, event, metadata, job[0], job[1]), jobs))
+        rendered = list(pool.map(lambda job: _render_frame(imaging, event, metadata, job), jobs))
     main, tiles = rendered[0], rendered[1:]
 
     folder = settings.folder(event.datastore_id, image_set_id)
