@@ -1108,6 +1108,25 @@ def test_numbers_holding_a_short_identifier_are_not_reported_as_identifiers() ->
     assert remaining_identifiers(run.final, identifying_values(document, profile), run.produced) == []
 
 
+def test_a_shifted_date_equal_to_another_original_date_is_not_a_leak() -> None:
+    # Given the synthetic image set and a key whose date offset (-255 days) moves ReferencedDateTime
+    # 20020402101112 onto 20010721101112, the original value of another DT attribute
+    pseudonyms = Pseudonymizer(b"collision-key-000082............")
+    assert pseudonyms.date_offset_days(PATIENT_ID) == -255
+    original = synthetic_document()
+    profile = load_profile("RetainLongitudinalModifiedDates")
+    identifiers = identifying_values(original, profile)
+
+    # When de-identifying it with Modified Dates
+    run = converge(original, original, profile, pseudonyms=pseudonyms, label="collision")
+
+    # Then the shifted value is found by a search that ignores what the plan wrote, and is not a leak
+    # for the verification, which knows it (the stage's own check, and what a test of the stage must do)
+    assert "20010721101112" in run.produced
+    assert remaining_identifiers(run.final, identifiers) != []
+    assert remaining_identifiers(run.final, identifiers, run.produced) == []
+
+
 def test_removing_bulk_data_asks_for_no_force() -> None:
     # Given CT_small.dcm, which ends with (FFFC,FFFC) DataSetTrailingPadding
     from pydicom.data import get_testdata_file  # noqa: PLC0415
