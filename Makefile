@@ -137,8 +137,8 @@ $(TOOLS_STAMP): $(TOOLS_LOCK)
 
 tools: $(TOOLS_STAMP)  ## Install cfn-lint and aws-sam-cli into .venv-tools from requirements/tools.lock
 
-# SAM does not tell a makefile build (the imaging layer) its architecture: layers/imaging/Makefile builds
-# for IMAGING_ARCH, which `make template` sets to the template's default Architecture.  The import
+# SAM does not tell a makefile build (both layers) its architecture: layers/*/Makefile build for
+# LAYER_ARCH, which `make template` sets to the template's default Architecture.  The import
 # check sets the host's for its host build, and runs the layer's own test there.
 TEMPLATE_ARCHITECTURE = $(shell sed -n '/^  Architecture:/,/^  [A-Za-z]/s/^ *Default: *//p' template.yaml)
 
@@ -147,7 +147,7 @@ template: $(TOOLS_STAMP)  ## cfn-lint, sam validate --lint, sam build, and every
 	@test -n "$(TEMPLATE_ARCHITECTURE)" || { echo "no default Architecture in template.yaml" >&2; exit 1; }
 	$(TOOLS_BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --region us-east-1
-	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" IMAGING_ARCH=$(TEMPLATE_ARCHITECTURE) $(SAM) build --cached --parallel
+	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" LAYER_ARCH=$(TEMPLATE_ARCHITECTURE) $(SAM) build --cached --parallel
 	PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(TOOLS_BIN)/python tools/check_lambda_imports.py \
 	    --python $(LAMBDA_PYTHON) --runtime-dir $(LAMBDA_RUNTIME_DIR) --env-vars events/env.json \
 	    --sam $(TOOLS_BIN)/sam --layer-test ImagingLayer=layers/imaging/selftest.py

@@ -10,9 +10,10 @@ Both run in child processes whose ``sys.path`` mirrors Lambda's (the layer's ``l
 for ``/opt/python``), with ``LAMBDA_TASK_ROOT`` set so Powertools' Tracer and the X-Ray SDK behave as
 in Lambda (the X-Ray SDK makes no sampling client there).  Cold start is measured twice:
 
-* with bytecode for everything, as when the layer ships compiled ``.pyc`` files (``compileall``);
-* with bytecode for the dependencies only, as ``sam build`` ships a layer: pip compiles what it
-  installs, our own sources are copied and Lambda's read-only file system cannot cache their bytecode.
+* with bytecode for everything, as the layer ships (``layers/shared/Makefile`` compiles it);
+* with bytecode for the dependencies only, as SAM's python builder would ship the layer: pip compiles
+  what it installs, our own sources are copied and Lambda's read-only file system cannot cache their
+  bytecode.
 
 The target applies to the first; the second is printed to show what compiling the layer saves.
 
@@ -165,8 +166,8 @@ def bench_cold_start(rounds: int = 11) -> bool:
             shutil.rmtree(Path(deps_cache + str(ROOT)) / ours, ignore_errors=True)
         deps_only["PYTHONDONTWRITEBYTECODE"] = "1"
         for label, env, checked in (
-            ("layer with bytecode (compileall)", compiled, True),
-            ("layer as sam build ships it (our sources compiled at each cold start)", deps_only, False),
+            ("layer as it ships, with bytecode (layers/shared/Makefile)", compiled, True),
+            ("layer as SAM's python builder would ship it (our sources compiled)", deps_only, False),
         ):
             samples: dict[str, list[float]] = {"boto3": [], HANDLER_MODULE: []}
             for _ in range(rounds):

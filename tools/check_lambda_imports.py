@@ -15,8 +15,8 @@ architecture (ELF machine), the symbol versions of the python3.12 runtime's syst
 GCC 11's libstdc++: Amazon Linux 2023), and Lambda's 250 MB limit on a function and its layers
 unzipped.  When the build holds extension modules for another architecture than the host's (an arm64
 build on an x86_64 machine), the imports are then checked on a second build for the host's
-architecture (``sam build --parameter-overrides Architecture=<host>``, and ``IMAGING_ARCH=<host>`` for
-the imaging layer's makefile build, which SAM does not tell its architecture), and the script says so.
+architecture (``sam build --parameter-overrides Architecture=<host>``, and ``LAYER_ARCH=<host>`` for
+the layers' makefile builds, which SAM does not tell their architecture), and the script says so.
 
 ``--layer-test LAYER=SCRIPT`` runs a layer's own test (``layers/imaging/selftest.py``) with that layer
 alone on the path, in the build the imports are checked on: imports prove little for a layer whose
@@ -336,9 +336,9 @@ def build_for_host(sam: str, python: str, host: str, template: Path, build_dir: 
     ]
     say(f"$ (cd {workdir} && {' '.join(command)})")
     # sam build runs pip with the python3.12 it finds first on PATH; SAM does not tell a makefile build
-    # its architecture, so the imaging layer's Makefile reads IMAGING_ARCH.
+    # its architecture, so the layers' Makefiles read LAYER_ARCH.
     path = os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "SAM_CLI_TELEMETRY": "0", "IMAGING_ARCH": host}
+    env = {**os.environ, "PATH": path, "SAM_CLI_TELEMETRY": "0", "LAYER_ARCH": host}
     if subprocess.run(command, cwd=workdir, env=env, check=False).returncode != 0:  # noqa: S603 - the tools' sam
         raise SystemExit(f"sam build for {host} failed")
 
