@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ahi_pipeline.backoff import equal_jitter
+from ahi_pipeline.observability import in_this_trace
 
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
@@ -256,7 +257,7 @@ class ImagingGateway:
         if len(ids) <= 1:
             return [one(image_set_id) for image_set_id in ids]
         with ThreadPoolExecutor(max_workers=min(IMAGE_SET_CHECK_THREADS, len(ids))) as pool:
-            return list(pool.map(one, ids))
+            return list(pool.map(in_this_trace(one), ids))
 
     def _delay(self, attempt: int) -> float:
         return equal_jitter(attempt, self._base_delay, self._max_delay)

@@ -39,7 +39,7 @@ from ahi_pipeline import clients
 from ahi_pipeline.frame_choice import FrameRef, contact_sheet, representative
 from ahi_pipeline.htj2k_prefix import CodestreamError
 from ahi_pipeline.image_set_gateway import ImageSetGateway
-from ahi_pipeline.observability import count, logger, metrics, tracer
+from ahi_pipeline.observability import count, in_this_trace, logger, metrics, tracer
 from ahi_pipeline.pipeline_events import (
     EventBusGateway,
     ReadyEvent,
@@ -320,7 +320,8 @@ def render_image_set(
     sized = [(chosen, settings.size), *((ref, settings.tile_size) for _, refs in sheets for ref in refs)]
     jobs = [(ref, check_renderable(ref.dicom), size) for ref, size in sized]
     with executor(workers) as pool:
-        rendered = list(pool.map(lambda job: _render_frame(imaging, event, metadata, job), jobs))
+        render_one = in_this_trace(lambda job: _render_frame(imaging, event, metadata, job))
+        rendered = list(pool.map(render_one, jobs))
     main, tiles = rendered[0], rendered[1:]
 
     folder = settings.folder(event.datastore_id, image_set_id)
