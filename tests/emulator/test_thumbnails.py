@@ -27,7 +27,7 @@ from pydicom.uid import ExplicitVRBigEndian
 
 from ahi_pipeline.frame_choice import FrameRef, representative
 from ahi_pipeline.htj2k_prefix import CodestreamError
-from ahi_pipeline.render import FrameDescription, RenderError, area_resize, render, robust_window, voi_lut
+from ahi_pipeline.render import FrameDescription, area_resize, render, robust_window, voi_lut
 from ahi_pipeline.thumbnails import (
     HTJ2K_LOSSLESS_RPCL,
     ChecksumMismatch,
@@ -66,16 +66,8 @@ NO_PIXEL_DATA = frozenset(
 )
 """Imported instances without (7FE0,0010) PixelData: no frame, so no thumbnail."""
 
-SEGMENTED_PALETTE = "PALETTE COLOR without a usable lookup table in the metadata"
-REJECTED: dict[str, tuple[type[Exception], str]] = {
-    # (0028,1221-1223) Segmented Red/Green/Blue Palette Color LUT Data (PS3.3 C.7.9.2) and no plain
-    # LUT Data: the renderer reads only (0028,1201-1203), so it refuses the frame.
-    "data/gdcm-US-ALOKA-16.dcm": (RenderError, SEGMENTED_PALETTE),
-    "data/gdcm-US-ALOKA-16_big.dcm": (RenderError, SEGMENTED_PALETTE),
-}
-"""Files whose representative frame the stage refuses, with the exception and its message."""
 
-RENDERED = [*sorted(set(BUNDLED) - set(NOT_IMPORTED) - NO_PIXEL_DATA - set(REJECTED)), SYNTHETIC]
+RENDERED = [*sorted(set(BUNDLED) - set(NOT_IMPORTED) - NO_PIXEL_DATA), SYNTHETIC]
 CASES = RENDERED
 
 LOSSY_JPEG = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
@@ -200,12 +192,14 @@ def palette_rgb(level: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
 
     pydicom 3.0 reads (0028,1201-1203) Palette Color LUT Data in the machine's byte order whatever the
     file's; for an Explicit VR Big Endian file it is given the little-endian words the metadata holds.
+    (Segmented LUT Data, (0028,1221-1223), it reads in the file's byte order.)
     """
     if dataset.file_meta.TransferSyntaxUID == ExplicitVRBigEndian:
         for colour in ("Red", "Green", "Blue"):
             keyword = f"{colour}PaletteColorLookupTableData"
-            words = np.frombuffer(dataset[keyword].value, ">u2")
-            setattr(dataset, keyword, words.astype("<u2").tobytes())
+            if keyword in dataset:
+                words = np.frombuffer(dataset[keyword].value, ">u2")
+                setattr(dataset, keyword, words.astype("<u2").tobytes())
     bits = int(dataset.RedPaletteColorLookupTableDescriptor[2])
     return apply_color_lut(level, dataset).astype(np.float64) / ((1 << bits) - 1)
 
@@ -241,7 +235,7 @@ def test_the_files_that_do_not_import_are_those_the_import_tests_list(imported: 
     # Then exactly the files listed as refused failed, so every other one is checked below
     assert imported["failed"] == set(NOT_IMPORTED)
     assert set(imported["sets"]) == set(BUNDLED) - set(NOT_IMPORTED) | {SYNTHETIC}
-    assert len(RENDERED) + len(NO_PIXEL_DATA) + len(REJECTED) == len(imported["sets"])
+    assert len(RENDERED) + len(NO_PIXEL_DATA) == len(imported["sets"])
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -266,24 +260,6 @@ def test_a_thumbnail_is_within_one_grey_level_of_pydicoms_rendering(
     if stored in LOSSY_JPEG:
         assert decoded.reduce == 0  # a JPEG frame the service kept is read and decoded whole
     assert difference(image, expected) <= 1, name
-
-
-@pytest.mark.parametrize("name", sorted(REJECTED))
-def test_a_frame_the_stage_cannot_render_is_refused_with_the_reason(
-    imported: dict[str, Any], name: str
-) -> None:
-    # Given a frame the renderer does not support
-    chosen, stored, body = frame_stream(imported, name)
-    exception, message = REJECTED[name]
-
-    # When it is decoded and rendered
-    # Then it is refused, saying why
-    decoded = decode_frame(
-        body, chosen.frame, chosen.dicom, transfer_syntax=stored, longest_side=LONGEST_SIDE
-    )
-    with pytest.raises(exception) as raised:
-        render(decoded.pixels, FrameDescription.from_metadata(chosen.dicom), LONGEST_SIDE)
-    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize("name", sorted(NO_PIXEL_DATA))

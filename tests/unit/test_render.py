@@ -12,7 +12,9 @@ from pydicom.pixels import apply_voi_lut, convert_color_space
 from ahi_pipeline.render import (
     FrameDescription,
     RenderError,
+    SegmentedLUT,
     area_resize,
+    expand_segmented_lut,
     modality_lut,
     palette_to_rgb,
     render,
@@ -111,6 +113,61 @@ def test_palette_lut_data_as_the_metadata_holds_it_base64_of_the_ow_value() -> N
     # … and text that is not base64 is refused
     with pytest.raises(RenderError, match="usable lookup table"):
         palette_to_rgb(np.array([[0]]), [descriptor] * 3, ["not base64!", *tables[1:]])
+
+
+def test_a_segmented_lut_expands_its_discrete_linear_and_indirect_segments() -> None:
+    # Given segments of PS3.3 C.7.9.2: discrete [0, 10], linear to 40 in 3 steps, linear to 41 in 2,
+    # then an indirect segment repeating the 2 segments at byte offset 0 (the discrete and the first
+    # linear: the linear one continues from the last entry, 41)
+    words = [0, 2, 0, 10, 1, 3, 40, 1, 2, 41, 2, 2, 0, 0]
+    # When expanded, then every entry is exact (41 + (40 - 41) * i / 3 rounds to 41, 40, 40)
+    assert expand_segmented_lut(words).tolist() == [0, 10, 20, 30, 40, 40, 41, 0, 10, 20, 30, 40]
+    # (a trailing pad word is ignored)
+    assert expand_segmented_lut([0, 1, 7, 0]).tolist() == [7]
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        pytest.param([1, 2, 10], "starts with a linear segment", id="linear-first"),
+        pytest.param([0, 5, 1, 2], "ends inside a segment", id="discrete-past-the-end"),
+        pytest.param([0, 1, 7, 1, 2], "ends inside a segment", id="linear-without-y1"),
+        pytest.param([0, 1, 7, 3, 1, 0], "unsupported segment type 3", id="unknown-opcode"),
+        pytest.param([0, 1, 7, 2, 1, 12, 0], "outside the segments before it", id="indirect-forward"),
+        pytest.param(
+            [0, 1, 7, 2, 1, 0, 0, 2, 1, 6, 0], "unsupported segment type 2", id="indirect-of-indirect"
+        ),
+    ],
+)
+def test_a_malformed_segmented_lut_is_refused_saying_why(words: list[int], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        expand_segmented_lut(words)
+
+
+def test_palette_colour_through_segmented_luts_when_the_plain_ones_are_absent() -> None:
+    # Given metadata with Segmented Red/Green/Blue Palette Color LUT Data only (as base64 of the OW value)
+    def segmented(*words: int) -> str:
+        return base64.b64encode(np.array(words, "<u2").tobytes()).decode()
+
+    dicom = {
+        "PhotometricInterpretation": "PALETTE COLOR",
+        "BitsAllocated": 8,
+        "BitsStored": 8,
+        **{f"{c}PaletteColorLookupTableDescriptor": [5, 0, 16] for c in ("Red", "Green", "Blue")},
+        "SegmentedRedPaletteColorLookupTableData": segmented(0, 1, 0, 1, 4, 65535),
+        "SegmentedGreenPaletteColorLookupTableData": segmented(0, 5, 9, 9, 9, 9, 9),
+        "SegmentedBluePaletteColorLookupTableData": segmented(0, 1, 65535, 1, 4, 0),
+    }
+    frame = FrameDescription.from_metadata(dicom)
+    assert isinstance(frame.palette, tuple)
+    assert isinstance(frame.palette[3], SegmentedLUT)
+
+    # When indices are looked up, then through the expanded tables
+    rgb = palette_to_rgb(np.array([[0, 2, 4]]), frame.palette[:3], frame.palette[3:])
+    assert rgb[0].tolist() == [[0, 9, 65535], [32768, 9, 32768], [65535, 9, 0]]
+    # … and 8-bit segmented tables are refused by name
+    with pytest.raises(RenderError, match="8-bit entries"):
+        palette_to_rgb(np.array([[0]]), [[5, 0, 8]] * 3, frame.palette[3:])
 
 
 def test_rgb_samples_are_scaled_by_their_own_bits_stored() -> None:

@@ -10,7 +10,8 @@
   VOILUTFunction`` LINEAR (the default), LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2), to [0, 1];
   :func:`robust_window` when the metadata gives no usable window (the 0.5th to 99.5th percentile).
 * :func:`ybr_full_to_rgb` (PS3.3 C.7.6.3.1.2; YBR_FULL_422 is YBR_FULL once the decoder has
-  upsampled the chroma) and :func:`palette_to_rgb` (the Red/Green/Blue Palette Color LUTs).
+  upsampled the chroma) and :func:`palette_to_rgb` (the Red/Green/Blue Palette Color LUTs, plain or
+  segmented: :func:`expand_segmented_lut`).
 * :func:`area_resize`: each output pixel is the exact area-weighted mean of the input pixels it covers.
 * :func:`to_uint8`: [0, 1] → 0..255, rounded.
 
@@ -35,7 +36,9 @@ __all__ = [
     "MONOCHROME",
     "FrameDescription",
     "RenderError",
+    "SegmentedLUT",
     "area_resize",
+    "expand_segmented_lut",
     "modality_lut",
     "palette_to_rgb",
     "render",
@@ -95,17 +98,14 @@ class FrameDescription:
         """From an instance's ``DICOM`` map (first values of multi-valued windows, as viewers do)."""
         palette = None
         if str(dicom.get("PhotometricInterpretation") or "").strip() == "PALETTE COLOR":
-            palette = tuple(
-                dicom.get(key)
-                for key in (
-                    "RedPaletteColorLookupTableDescriptor",
-                    "GreenPaletteColorLookupTableDescriptor",
-                    "BluePaletteColorLookupTableDescriptor",
-                    "RedPaletteColorLookupTableData",
-                    "GreenPaletteColorLookupTableData",
-                    "BluePaletteColorLookupTableData",
-                )
+            colours = ("Red", "Green", "Blue")
+            descriptors = tuple(dicom.get(f"{c}PaletteColorLookupTableDescriptor") for c in colours)
+            tables = tuple(
+                dicom.get(f"{c}PaletteColorLookupTableData")
+                or SegmentedLUT.of(dicom.get(f"Segmented{c}PaletteColorLookupTableData"))
+                for c in colours
             )
+            palette = descriptors + tables
         bits_allocated = int(_number(dicom.get("BitsAllocated")) or 16)
         return cls(
             photometric=str(dicom.get("PhotometricInterpretation") or "MONOCHROME2").strip(),
@@ -189,11 +189,87 @@ def ybr_full_to_rgb(ybr: Array, bits: int = 8) -> Array:
     return np.clip(np.rint(np.stack([r, g, b], axis=-1)), 0, top)
 
 
+@dataclass(frozen=True)
+class SegmentedLUT:
+    """``(0028,1221-1223)`` Segmented Palette Color LUT Data as the metadata holds it (base64 of the OW
+    value's little-endian words), used when the plain LUT Data is absent (PS3.3 C.7.9.2)."""
+
+    data: str
+
+    @classmethod
+    def of(cls, value: Any) -> SegmentedLUT | None:
+        return cls(value) if isinstance(value, str) and value else None
+
+
+# Segment types of PS3.3 C.7.9.2: discrete, linear, indirect.
+_DISCRETE: Final = 0
+_LINEAR: Final = 1
+_INDIRECT: Final = 2
+
+
+def expand_segmented_lut(words: Sequence[int]) -> Array:
+    """The LUT a segmented palette describes (PS3.3 C.7.9.2), from its 16-bit words.
+
+    * discrete (opcode 0, length n): the n words that follow are entries;
+    * linear (opcode 1, length n, y1): n entries from the previous entry y0 to y1, ``y0 + (y1 - y0) i / n``
+      for i = 1..n, rounded;
+    * indirect (opcode 2, count, offset low word, offset high word): the ``count`` segments found at that
+      byte offset of the data again, themselves discrete or linear.
+
+    A trailing odd word (the OW value's padding) is ignored.
+
+    Raises
+    ------
+    RenderError
+        For an unknown opcode, a linear segment with no entry before it, a segment running past the data,
+        or an indirect segment that points outside the data or at another indirect segment.
+    """
+    entries: list[int] = []
+
+    def segment(position: int, indirect_allowed: bool) -> int:
+        """Expand the segment at word ``position``; the position after it."""
+        if position + 1 >= len(words):
+            raise RenderError("a segmented palette lookup table ends inside a segment")
+        opcode, length = int(words[position]), int(words[position + 1])
+        if opcode == _DISCRETE:
+            end = position + 2 + length
+            if end > len(words):
+                raise RenderError("a segmented palette lookup table ends inside a segment")
+            entries.extend(int(w) for w in words[position + 2 : end])
+            return end
+        if opcode == _LINEAR:
+            if position + 2 >= len(words):
+                raise RenderError("a segmented palette lookup table ends inside a segment")
+            if not entries:
+                raise RenderError("a segmented palette lookup table starts with a linear segment")
+            start, stop = entries[-1], int(words[position + 2])
+            steps = np.arange(1, length + 1, dtype=np.float64)
+            entries.extend(np.rint(start + (stop - start) * steps / max(length, 1)).astype(np.int64).tolist())
+            return position + 3
+        if opcode == _INDIRECT and indirect_allowed:
+            if position + 3 >= len(words):
+                raise RenderError("a segmented palette lookup table ends inside a segment")
+            offset = int(words[position + 2]) | int(words[position + 3]) << 16
+            if offset % 2 or offset // 2 >= position:
+                raise RenderError("an indirect palette segment points outside the segments before it")
+            at = offset // 2
+            for _ in range(length):
+                at = segment(at, indirect_allowed=False)
+            return position + 4
+        raise RenderError(f"a segmented palette lookup table has an unsupported segment type {opcode}")
+
+    position = 0
+    while position + 1 < len(words):
+        position = segment(position, indirect_allowed=True)
+    return np.asarray(entries, dtype=np.int64)
+
+
 def palette_to_rgb(indices: Array, descriptors: Sequence[Any], tables: Sequence[Any]) -> Array:
     """PALETTE COLOR indices to RGB through the three LUTs (values in the LUTs' own range).
 
     ``descriptors`` are the Red/Green/Blue ``PaletteColorLookupTableDescriptor`` (entries, first mapped
-    value, bits per entry); ``tables`` the matching LUT data as lists of integers.
+    value, bits per entry); ``tables`` the matching LUT data: lists of integers, base64 of the OW value,
+    or a :class:`SegmentedLUT` (16 bits per entry).
 
     Raises
     ------
@@ -206,7 +282,10 @@ def palette_to_rgb(indices: Array, descriptors: Sequence[Any], tables: Sequence[
             raise RenderError("PALETTE COLOR without a usable lookup table in the metadata")
         entries = int(descriptor[0]) or 65536
         first = int(descriptor[1])
-        lut = _lut_values(table, entries)
+        if isinstance(table, SegmentedLUT):
+            lut: Array | None = _segmented_values(table, int(descriptor[2]))
+        else:
+            lut = _lut_values(table, entries)
         if lut is None:
             raise RenderError("PALETTE COLOR without a usable lookup table in the metadata")
         if len(lut) < entries:
@@ -214,6 +293,17 @@ def palette_to_rgb(indices: Array, descriptors: Sequence[Any], tables: Sequence[
         position = np.clip(indices.astype(np.int64) - first, 0, entries - 1)
         channels.append(lut[position])
     return np.stack(channels, axis=-1)
+
+
+def _segmented_values(table: SegmentedLUT, bits: int) -> Array:
+    """The expanded LUT of segmented data (16-bit entries only: 8-bit segmented palettes are refused)."""
+    if bits != 16:
+        raise RenderError(f"a segmented palette lookup table of {bits}-bit entries is not supported")
+    try:
+        data = base64.b64decode(table.data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise RenderError("PALETTE COLOR without a usable lookup table in the metadata") from error
+    return expand_segmented_lut(np.frombuffer(data[: len(data) // 2 * 2], "<u2").tolist())
 
 
 def _lut_values(table: Any, entries: int) -> Array | None:
