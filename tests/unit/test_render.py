@@ -133,6 +133,10 @@ def test_a_segmented_lut_expands_its_discrete_linear_and_indirect_segments() -> 
         pytest.param([0, 5, 1, 2], "ends inside a segment", id="discrete-past-the-end"),
         pytest.param([0, 1, 7, 1, 2], "ends inside a segment", id="linear-without-y1"),
         pytest.param([0, 1, 7, 3, 1, 0], "unsupported segment type 3", id="unknown-opcode"),
+        pytest.param([0, 1, 7, 1, 65535, 9, 1, 1, 0], "more than 65536 entries", id="too-long"),
+        pytest.param(
+            [0, 1, 7, 1, 60000, 9, 2, 65535, 0, 0], "more than 65536 entries", id="indirect-repeats-too-many"
+        ),
         pytest.param([0, 1, 7, 2, 1, 12, 0], "outside the segments before it", id="indirect-forward"),
         pytest.param(
             [0, 1, 7, 2, 1, 0, 0, 2, 1, 6, 0], "unsupported segment type 2", id="indirect-of-indirect"

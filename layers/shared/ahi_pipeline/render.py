@@ -205,6 +205,9 @@ class SegmentedLUT:
 _DISCRETE: Final = 0
 _LINEAR: Final = 1
 _INDIRECT: Final = 2
+#: A palette maps at most 2^16 indices (a descriptor's 0 entries means 65,536); a longer expansion is
+#: refused as it grows, so that crafted segments (long linear runs, indirect repeats) cannot exhaust memory.
+MAX_LUT_ENTRIES: Final = 65536
 
 
 def expand_segmented_lut(words: Sequence[int]) -> Array:
@@ -222,7 +225,8 @@ def expand_segmented_lut(words: Sequence[int]) -> Array:
     ------
     RenderError
         For an unknown opcode, a linear segment with no entry before it, a segment running past the data,
-        or an indirect segment that points outside the data or at another indirect segment.
+        an indirect segment that points outside the data or at another indirect segment, or more than
+        :data:`MAX_LUT_ENTRIES` entries.
     """
     entries: list[int] = []
 
@@ -231,6 +235,10 @@ def expand_segmented_lut(words: Sequence[int]) -> Array:
         if position + 1 >= len(words):
             raise RenderError("a segmented palette lookup table ends inside a segment")
         opcode, length = int(words[position]), int(words[position + 1])
+        if opcode in (_DISCRETE, _LINEAR) and len(entries) + length > MAX_LUT_ENTRIES:
+            raise RenderError(
+                f"a segmented palette lookup table expands to more than {MAX_LUT_ENTRIES} entries"
+            )
         if opcode == _DISCRETE:
             end = position + 2 + length
             if end > len(words):
