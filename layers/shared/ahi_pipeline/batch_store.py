@@ -48,6 +48,8 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ahi_pipeline.clients import error_code
+
 __all__ = [
     "BatchRecord",
     "BatchState",
@@ -150,10 +152,6 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 class BatchStore:
     """Batch records, upload claims and the planning lease.
 
@@ -240,7 +238,7 @@ class BatchStore:
                 ConditionExpression="attribute_not_exists(batchId)",
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
 
     def mark_staged(self, batch_id: str, *, staged_files: int, staged_bytes: int, unavailable: int) -> None:
@@ -365,7 +363,7 @@ class BatchStore:
                 ConditionExpression="attribute_not_exists(batchId)",
             )
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -451,7 +449,7 @@ class BatchStore:
                 },
             )
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -556,7 +554,7 @@ class BatchStore:
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":me": {"S": owner}},
             )
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -585,7 +583,7 @@ class BatchStore:
                 ExpressionAttributeValues={":now": {"S": _now_iso(self._clock())}, **values},
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
 
     def _get_many(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from ahi_pipeline.runtime import per_environment
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "POOL_CONNECTIONS",
     "dynamodb",
+    "error_code",
     "events",
     "medical_imaging",
     "s3",
@@ -79,3 +81,11 @@ def sqs() -> Any:
 def secrets_manager() -> Any:
     """The Secrets Manager client (untyped: the project does not install ``mypy-boto3-secretsmanager``)."""
     return _session().client("secretsmanager", config=_config())
+
+
+def error_code(error: BaseException) -> str:
+    """The AWS error code of a failed call (``ClientError``: ``Error.Code``, else "ClientError"); for any
+    other exception (a ``BotoCoreError`` such as a timeout), its class name."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code") or "ClientError")
+    return type(error).__name__

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 
 from ahi_pipeline.backoff import equal_jitter
+from ahi_pipeline.clients import error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_medical_imaging import HealthImagingClient
@@ -130,7 +131,7 @@ class ImageSetGateway:
         try:
             return self.image_set(datastore_id, image_set_id)
         except ClientError as error:
-            if _code(error) == "ResourceNotFoundException":
+            if error_code(error) == "ResourceNotFoundException":
                 return None
             raise
 
@@ -223,7 +224,7 @@ class ImageSetGateway:
             try:
                 properties = self.image_set(datastore_id, image_set_id)
             except ClientError as error:
-                if _code(error) == "ResourceNotFoundException":
+                if error_code(error) == "ResourceNotFoundException":
                     return
                 raise
             if properties.state == "DELETED":
@@ -248,7 +249,7 @@ class ImageSetGateway:
             try:
                 return call()
             except ClientError as error:
-                code = _code(error)
+                code = error_code(error)
                 if code == "ConflictException":
                     raise ImageSetConflict(f"{operation}: {code}") from error
                 if code not in _RETRYABLE or attempt >= self._attempts:
@@ -268,7 +269,3 @@ class ImageSetGateway:
                 raise TimeoutError(f"image set {image_set_id} still LOCKED after {self._timeout:.0f} s")
             self._sleep(pause)
             pause = min(pause * 2, self._poll)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))

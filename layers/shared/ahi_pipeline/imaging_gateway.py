@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ahi_pipeline.backoff import equal_jitter
+from ahi_pipeline.clients import error_code
 from ahi_pipeline.observability import in_this_trace
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class ImagingGateway:
                     outputS3Uri=request.output_s3_uri,
                 )
             except ClientError as error:
-                code = str(error.response.get("Error", {}).get("Code", "ClientError"))
+                code = error_code(error)
                 message = str(error.response.get("Error", {}).get("Message", ""))
                 throttled += _retries_of(error.response) + (code in THROTTLING)
                 if code not in RETRYABLE:
@@ -209,7 +210,7 @@ class ImagingGateway:
         try:
             response = self._client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)
         except ClientError as error:
-            if _code(error) == "ResourceNotFoundException":
+            if error_code(error) == "ResourceNotFoundException":
                 raise JobNotFoundError(
                     f"import job {job_id} is not known in data store {datastore_id}"
                 ) from error
@@ -243,7 +244,7 @@ class ImagingGateway:
             try:
                 response = self._client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
             except ClientError as error:
-                if _code(error) == "ResourceNotFoundException":
+                if error_code(error) == "ResourceNotFoundException":
                     return ImageSetState(image_set_id, None)
                 raise
             return ImageSetState(
@@ -261,10 +262,6 @@ class ImagingGateway:
 
     def _delay(self, attempt: int) -> float:
         return equal_jitter(attempt, self._base_delay, self._max_delay)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _retries_of(response: object) -> int:

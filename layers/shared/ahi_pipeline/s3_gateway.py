@@ -19,6 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
+from ahi_pipeline.clients import error_code
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -87,12 +89,6 @@ class _KnownObject(BaseSubscriber):
             future.meta.provide_object_etag(self._etag)
 
 
-def _error_code(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code") or "ClientError")
-    return type(error).__name__
-
-
 class S3Gateway:
     """The S3 calls of the ingest stage.
 
@@ -152,13 +148,13 @@ class S3Gateway:
                 try:
                     future.result()
                 except ClientError as error:
-                    code = _error_code(error)
+                    code = error_code(error)
                     if code in _GONE:
                         gone[copy.object_id] = f"the upload could not be copied: {code}"
                     else:
                         failed[copy.object_id] = code
                 except BotoCoreError as error:
-                    failed[copy.object_id] = _error_code(error)
+                    failed[copy.object_id] = error_code(error)
         if failed:
             raise CopyFailedError(failed)
         return gone
@@ -202,6 +198,6 @@ class S3Gateway:
         try:
             return self._client.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if _error_code(error) in ("NoSuchKey", "404"):
+            if error_code(error) in ("NoSuchKey", "404"):
                 raise DocumentMissingError(f"s3://{bucket}/{key} does not exist") from error
             raise

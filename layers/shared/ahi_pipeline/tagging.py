@@ -137,6 +137,6 @@ def _tags(imaging: ImageSetGateway, arn: str) -> dict[str, str]:
     try:
         return imaging.tags(arn)
     except ClientError as error:
-        if str(error.response.get("Error", {}).get("Code")) == "ResourceNotFoundException":
+        if clients.error_code(error) == "ResourceNotFoundException":
             return {}
         raise
