@@ -72,6 +72,10 @@ class Delivery:
     failed_ids: tuple[str, ...]
     ok: bool
     error_type: str | None
+    #: When ReceiveMessage returned the earliest of its records (``time.monotonic()``): the queue's
+    #: visibility timeout runs from here, so retries of a failed record are at least that far apart
+    #: by this clock (not by ``started``, which a batching window or a slow machine delays).
+    received: float
     started: float
     duration: float
 
@@ -252,6 +256,7 @@ class SqsEventSource(EventSource):
         self.filters = filters or []
         self.deliveries = deliveries
         self._carry: list[dict[str, Any]] = []
+        self._received: dict[str, float] = {}
 
     def poll(self) -> None:
         batch = self._gather()
@@ -267,6 +272,9 @@ class SqsEventSource(EventSource):
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
+        now = time.monotonic()
+        for message in messages:
+            self._received[message["MessageId"]] = now
         return messages
 
     def _gather(self) -> list[dict[str, Any]]:
@@ -300,6 +308,7 @@ class SqsEventSource(EventSource):
         records = [
             sqs_record(m, queue_arn=self.queue_arn, region=self.function.config.region) for m in messages
         ]
+        received = min(self._received.pop(record["messageId"], time.monotonic()) for record in records)
         kept = [record for record in records if _matches(self.filters, record)]
         dropped = [record for record in records if record not in kept]
         if dropped:
@@ -329,6 +338,7 @@ class SqsEventSource(EventSource):
                 failed_ids=tuple(i for i in ids if i in failed),
                 ok=outcome.ok,
                 error_type=outcome.error_type,
+                received=received,
                 started=started,
                 duration=outcome.duration,
             )
@@ -397,13 +407,14 @@ class AsyncEventSource(EventSource):
         response = self.sqs.receive_message(
             QueueUrl=self.target.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
         )
+        received = time.monotonic()
         for message in response.get("Messages", []):
             if self.stopping:
                 return
             self.busy = True
-            self._deliver(message)
+            self._deliver(message, received)
 
-    def _deliver(self, message: dict[str, Any]) -> None:
+    def _deliver(self, message: dict[str, Any], received: float) -> None:
         attempt = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
         sent = int(message["Attributes"].get("SentTimestamp", "0")) / 1000
         age = (time.time() - sent) * self.time_scale
@@ -421,6 +432,7 @@ class AsyncEventSource(EventSource):
                 failed_ids=() if outcome.ok else (message["MessageId"],),
                 ok=outcome.ok,
                 error_type=outcome.error_type,
+                received=received,
                 started=started,
                 duration=outcome.duration,
             )

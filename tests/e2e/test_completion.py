@@ -140,7 +140,8 @@ def test_a_poison_job_event_ends_in_the_dead_letter_queue_without_a_retry_storm(
         attempts = [d for d in handled(stack, queue) if poison in d.message_ids]
         assert len(attempts) == max_receives
         assert all(poison in d.failed_ids for d in attempts)
-        assert min(b.started - a.started for a, b in itertools.pairwise(attempts)) >= 1.9
+        # (timed from when each receive returned: a late response can shorten a gap, never a storm)
+        assert min(b.received - a.received for a, b in itertools.pairwise(attempts)) >= 1.5
         # … and it waits in the dead-letter queue, unchanged
         (dead,) = [m["Body"] for m in drain_raw(stack, stack.outputs["JobEventsDeadLetterQueueUrl"])]
         assert dead == body

@@ -257,7 +257,8 @@ def test_a_reported_failure_is_retried_after_the_visibility_timeout_then_dead_le
     attempts = deliveries_of(stack, poison)
     assert len(attempts) == 2
     assert all(d.failed_ids == (poison,) for d in attempts)
-    assert attempts[1].started - attempts[0].started >= 1.9
+    # (timed from when each receive returned: a late response can shorten the gap, never a storm)
+    assert attempts[1].received - attempts[0].received >= 1.5
     dead = drain(stack.client("sqs"), stack.outputs["UploadDeadLetterQueueUrl"])
     assert [m["MessageId"] for m in dead] == [poison]
 
