@@ -257,6 +257,8 @@ class SqsEventSource(EventSource):
         self.deliveries = deliveries
         self._carry: list[dict[str, Any]] = []
         self._received: dict[str, float] = {}
+        #: When the latest ReceiveMessage call was made (``time.monotonic()``; 0 before the first).
+        self.receive_started = 0.0
 
     def poll(self) -> None:
         batch = self._gather()
@@ -264,6 +266,7 @@ class SqsEventSource(EventSource):
             self._process(batch)
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
+        self.receive_started = time.monotonic()
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=max(1, min(10, count)),

@@ -649,6 +649,23 @@ class LocalStack:
         except KeyError:
             raise KeyError(f"no function {function}; known: {', '.join(self.functions)}") from None
 
+    def set_queue_attributes(
+        self, queue_url: str, attributes: Mapping[str, str], timeout: float = 30.0
+    ) -> None:
+        """Change a queue's attributes, and return once every poller of it has seen the change.
+
+        A receive reads the queue's ``VisibilityTimeout`` when it starts, so a long poll already
+        waiting still applies the old one; this waits for each poller's next receive to begin.
+        """
+        self.client("sqs").set_queue_attributes(QueueUrl=queue_url, Attributes=dict(attributes))
+        changed = time.monotonic()
+        pollers = [s for s in self.sources if isinstance(s, SqsEventSource) and s.queue_url == queue_url]
+        deadline = changed + timeout
+        while any(poller.receive_started <= changed for poller in pollers):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the pollers of {queue_url.rsplit('/', 1)[-1]} did not poll again")
+            time.sleep(0.02)
+
     def busy(self) -> str | None:
         """Why the stack is not idle, or None: invocations, the emulator, consumed queues, pollers."""
         for function in self.functions.values():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -126,8 +125,7 @@ def test_a_poison_job_event_ends_in_the_dead_letter_queue_without_a_retry_storm(
         # Given the job events queue's visibility timeout shortened for the test (5400 s on AWS)
         sqs = stack.client("sqs")
         queue = stack.outputs["JobEventsQueueUrl"]
-        sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "2"})
-        time.sleep(1.5)  # a long poll already waiting applies the timeout it started with (moto)
+        stack.set_queue_attributes(queue, {"VisibilityTimeout": "2"})  # returns once its poller has seen it
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])["Attributes"]
         max_receives = int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"])
         # When a message that is not a job event arrives

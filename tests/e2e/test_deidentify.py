@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +69,7 @@ def test_a_poison_image_set_event_ends_in_the_dead_letter_queue(tmp_path: Path) 
         # Given Deidentify's queue with a short visibility timeout (5400 s on AWS)
         sqs = stack.client("sqs")
         queue = stack.outputs["DeidentifyQueueUrl"]
-        sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "1"})
-        time.sleep(1.5)  # a long poll already waiting applies the timeout it started with (moto)
+        stack.set_queue_attributes(queue, {"VisibilityTimeout": "1"})  # returns once its poller has seen it
         # When a message that is not a pipeline event arrives
         sqs.send_message(QueueUrl=queue, MessageBody='{"not": "an event"}')
         stack.wait_idle(timeout=120)

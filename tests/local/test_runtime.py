@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from pydicom.data import get_testdata_file
 
+from local.event_sources import SqsEventSource
 from local.stack import LocalStack
 from tests.local.conftest import TEMPLATE, drain, eventually, skip_body
 
@@ -261,6 +263,27 @@ def test_a_reported_failure_is_retried_after_the_visibility_timeout_then_dead_le
     assert attempts[1].received - attempts[0].received >= 1.5
     dead = drain(stack.client("sqs"), stack.outputs["UploadDeadLetterQueueUrl"])
     assert [m["MessageId"] for m in dead] == [poison]
+
+
+def test_a_changed_queue_attribute_is_returned_once_every_poller_of_the_queue_receives_again(
+    stack: LocalStack,
+) -> None:
+    # Given the upload queue and its poller (a receive reads VisibilityTimeout when it starts)
+    queue = stack.outputs["UploadQueueUrl"]
+    sqs = stack.client("sqs")
+
+    def visibility() -> dict[str, str]:
+        return sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["VisibilityTimeout"])["Attributes"]
+
+    timeout = visibility()
+    pollers = [s for s in stack.sources if isinstance(s, SqsEventSource) and s.queue_url == queue]
+    # When its visibility timeout is set through the stack (to the value it has: other tests rely on it)
+    before = time.monotonic()
+    stack.set_queue_attributes(queue, timeout)
+    # Then the queue has it, and every poller has started a receive since
+    assert visibility() == timeout
+    assert len(pollers) == 1
+    assert all(poller.receive_started > before for poller in pollers)
 
 
 @pytest.mark.parametrize("failure", ["raise", "bad_identifier"])
