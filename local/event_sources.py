@@ -73,8 +73,8 @@ class Delivery:
     ok: bool
     error_type: str | None
     #: When ReceiveMessage returned the earliest of its records (``time.monotonic()``): the queue's
-    #: visibility timeout runs from here, so retries of a failed record are at least that far apart
-    #: by this clock (not by ``started``, which a batching window or a slow machine delays).
+    #: visibility timeout runs from (just before) here, so retries of a failed record are about that
+    #: far apart by this clock (not by ``started``, which a batching window or a slow machine delays).
     received: float
     started: float
     duration: float
