@@ -7,24 +7,32 @@ by a small fake client.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
 from ahi_pipeline.job_results import ImageSetCount
+from ahi_pipeline.observability import logger
 from ahi_pipeline.pipeline_events import (
     IMAGE_SET_IMPORTED,
+    IMAGE_SET_READY,
     IMPORT_FILES_FAILED,
     SOURCE,
     EventBusGateway,
     PublishError,
+    ReadyEventError,
     image_set_imported,
     import_files_failed,
+    parse_ready_event,
+    ready_event_in,
 )
 
 pytestmark = pytest.mark.unit
@@ -451,3 +459,62 @@ def test_an_entry_for_another_bus_does_not_reach_the_pipeline_rule(aws: dict[str
 
     # Then the pipeline bus's rule does not deliver it
     assert drain(aws) == []
+
+
+# ======================================================================================== the Ready event
+def ready_body(**detail: Any) -> str:
+    fields = {"datastoreId": DATASTORE_ID, "imageSetId": IMAGE_SET_ID, **detail}
+    return json.dumps({"source": SOURCE, "detail-type": IMAGE_SET_READY, "detail": fields})
+
+
+def test_a_ready_event_is_parsed_from_a_message_body() -> None:
+    event = parse_ready_event(ready_body(batchId=BATCH_ID))
+    assert (event.datastore_id, event.image_set_id) == (DATASTORE_ID, IMAGE_SET_ID)
+    assert event.detail["batchId"] == BATCH_ID
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"source": SOURCE, "detail-type": "Image Set Imported", "detail": {}}), "not an Image"),
+        (json.dumps({"source": SOURCE, "detail-type": IMAGE_SET_READY, "detail": []}), "no detail object"),
+        (ready_body(imageSetId="../../etc"), "detail.imageSetId"),
+        (ready_body(datastoreId=None), "detail.datastoreId"),
+    ],
+)
+def test_anything_but_a_ready_event_is_refused_saying_why(body: str, reason: str) -> None:
+    with pytest.raises(ReadyEventError, match=reason):
+        parse_ready_event(body)
+
+
+@pytest.fixture
+def log() -> Iterator[io.StringIO]:
+    """What the package's Powertools logger writes during the test."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    yield stream
+    handler.setStream(previous)
+
+
+def test_a_poison_record_is_logged_by_message_id_and_reason_never_by_its_body(log: io.StringIO) -> None:
+    # Given a queue message whose body is not a Ready event (and holds a value that must not be logged)
+    record = SQSRecord({"messageId": "m-1", "body": json.dumps({"PatientName": "NOT^LOGGED"})})
+    # When the stages read it, then it is refused
+    with pytest.raises(ReadyEventError):
+        ready_event_in(record)
+    # … and the log names the message and the reason, not the body
+    (line,) = [json.loads(text) for text in log.getvalue().splitlines()]
+    assert (line["level"], line["message"]) == ("ERROR", "poison Ready event")
+    assert (line["message_id"], line["reason"]) == ("m-1", "the message is not an Image Set Ready event")
+    logged = log.getvalue()
+    assert "m-1" in logged
+    assert "not an Image Set Ready event" in logged
+    assert "NOT^LOGGED" not in logged
+
+
+def test_a_ready_record_gives_its_event() -> None:
+    record = SQSRecord({"messageId": "m-2", "body": ready_body()})
+    assert ready_event_in(record).image_set_id == IMAGE_SET_ID

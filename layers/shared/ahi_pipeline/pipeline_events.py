@@ -41,10 +41,14 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ahi_pipeline.backoff import equal_jitter
 from ahi_pipeline.job_results import ImageSetCount
+from ahi_pipeline.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 __all__ = [
     "IMAGE_SET_IMPORTED",
@@ -60,6 +64,7 @@ __all__ = [
     "image_set_ready",
     "import_files_failed",
     "parse_ready_event",
+    "ready_event_in",
     "thumbnail_rendered",
 ]
 
@@ -299,3 +304,18 @@ def parse_ready_event(body: Any) -> ReadyEvent:
         if not isinstance(value, str) or len(value) != 32 or not value.isalnum():
             raise ReadyEventError(f"detail.{name} is missing or not an id")
     return ReadyEvent(str(datastore_id), str(image_set_id), dict(detail))
+
+
+def ready_event_in(record: SQSRecord) -> ReadyEvent:
+    """The "Image Set Ready" event a queue message carries (the stages that follow de-identification).
+
+    Raises
+    ------
+    ReadyEventError
+        For a poison message, logged first with its message id and the reason (never its body).
+    """
+    try:
+        return parse_ready_event(record.body)
+    except ReadyEventError as error:
+        logger.error("poison Ready event", extra={"message_id": record.message_id, "reason": str(error)})
+        raise

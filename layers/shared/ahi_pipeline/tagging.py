@@ -25,7 +25,7 @@ from ahi_pipeline.deid_plan import identifying_values
 from ahi_pipeline.deid_profile import load_profile
 from ahi_pipeline.image_set_gateway import ImageSetGateway
 from ahi_pipeline.observability import count, logger, tracer
-from ahi_pipeline.pipeline_events import ReadyEvent, ReadyEventError, parse_ready_event
+from ahi_pipeline.pipeline_events import ReadyEvent, ReadyEventError, ready_event_in
 from ahi_pipeline.runtime import per_environment
 from ahi_pipeline.settings import TagSettings, current_tag_settings
 from ahi_pipeline.tag_rules import DEFAULT_RULES, compute_tags, computed_keys, guard, merge, parse_rules
@@ -86,11 +86,7 @@ def _mark_managed(imaging: ImageSetGateway, datastore_arn: str) -> None:
 
 def handle_ready_message(record: SQSRecord) -> dict[str, Any]:
     """Powertools' SQS record handler: one TagQueue message → :func:`tag_image_set`."""
-    try:
-        event = parse_ready_event(record.body)
-    except ReadyEventError as error:
-        logger.error("poison Ready event", extra={"message_id": record.message_id, "reason": str(error)})
-        raise
+    event = ready_event_in(record)
     return tag_image_set(event, settings=current_tag_settings(), imaging=_gateway()).as_dict()
 
 

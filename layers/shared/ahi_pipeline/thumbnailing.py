@@ -43,8 +43,7 @@ from ahi_pipeline.observability import count, in_this_trace, logger, metrics, tr
 from ahi_pipeline.pipeline_events import (
     EventBusGateway,
     ReadyEvent,
-    ReadyEventError,
-    parse_ready_event,
+    ready_event_in,
     thumbnail_rendered,
 )
 from ahi_pipeline.render import COLOUR, MONOCHROME, FrameDescription, RenderError, render
@@ -261,11 +260,7 @@ def _events() -> EventBusGateway:
 
 def handle_ready_message(record: SQSRecord) -> dict[str, Any]:
     """Powertools' SQS record handler: one ThumbnailQueue message → :func:`render_image_set`."""
-    try:
-        event = parse_ready_event(record.body)
-    except ReadyEventError as error:
-        logger.error("poison Ready event", extra={"message_id": record.message_id, "reason": str(error)})
-        raise
+    event = ready_event_in(record)
     try:
         outcome = render_image_set(
             event,
